@@ -1,0 +1,1 @@
+"""lcc_jax: learning-based coded computation in JAX."""

@@ -1,0 +1,38 @@
+"""Optimizers, built for the trainable subtree only (the only module that builds optax chains).
+
+Upstream used ``torch.optim.Adam(lr=1e-3, weight_decay=1e-5)``: weight decay there is an L2 term
+added to the gradient *before* Adam (not AdamW), hence ``add_decayed_weights`` first.
+PyTorch ≥ 1.x and optax agree on eps placement (m̂ / (√v̂ + eps)); PyTorch 1.0 put eps on √v,
+a difference of order eps that we do not reproduce.
+"""
+from __future__ import annotations
+
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def make_tx(name: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5, b1: float = 0.9,
+            b2: float = 0.999, eps: float = 1e-8, momentum: float = 0.0,
+            grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
+  """The optimizer named in the config (``config.optim``)."""
+  if lr <= 0:
+    raise ValueError(f"optim.lr must be positive, got {lr}")
+  if weight_decay < 0:
+    raise ValueError(f"optim.weight_decay must be >= 0, got {weight_decay}")
+  parts = []
+  if grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(grad_clip_norm))
+  if name == "adam":
+    if weight_decay:
+      parts.append(optax.add_decayed_weights(weight_decay))  # PyTorch's coupled L2
+    parts.append(optax.adam(lr, b1=b1, b2=b2, eps=eps))
+  elif name == "adamw":
+    parts.append(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+  elif name == "sgd":
+    if weight_decay:
+      parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(optax.sgd(lr, momentum=momentum or None))
+  else:
+    raise ValueError(f"unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
+  return optax.chain(*parts)

@@ -1,0 +1,141 @@
+"""Pure, jitted train and evaluation steps.
+
+The train state holds only what is trained: the ``params`` of the trainable components (any
+subset of encoder, decoder, parity_model), their mutable state (the parity model's batch-norm
+statistics) and the optimizer state built for exactly those params. Everything else, F above
+all, is a separate ``frozen`` argument: gradients are taken w.r.t. ``state.params`` only, so F
+has no gradient, no optimizer moments and cannot change (tests check it bit for bit).
+
+Data lives on the device (``data = {"x": x_NxI, "y": y_NxC, "labels": labels_N}``); a step
+receives one index array ``idx_BxK`` and gathers its groups itself, so the host sends a few
+hundred integers per step and never syncs.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from lcc_jax import coding, losses, metrics
+
+COMPONENTS = ("encoder", "decoder", "parity_model")
+PARITY_LOSS = "parity_mse"
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array           # int32 scalar
+  params: dict[str, Any]    # {component: params} for trainable components only
+  model_state: dict[str, Any]  # {component: non-param collections} of trainable components
+  opt_state: Any            # tx.init(params): optimizer state for the trainable leaves only
+  rng: jax.Array            # base key; the step's key is fold_in(rng, step)
+
+
+def split_variables(variables: dict[str, Any], trainable: Iterable[str]):
+  """(params, model_state, frozen) from {component: variables}."""
+  trainable = set(trainable)
+  unknown = trainable - set(COMPONENTS)
+  if unknown:
+    raise ValueError(f"only {list(COMPONENTS)} can be trained, got {sorted(unknown)}")
+  params = {n: variables[n]["params"] for n in sorted(trainable) if "params" in variables[n]}
+  model_state = {n: {c: v for c, v in variables[n].items() if c != "params"}
+                 for n in sorted(trainable)}
+  frozen = {n: v for n, v in variables.items() if n not in params}
+  return params, model_state, frozen
+
+
+def init_state(variables, trainable, tx: optax.GradientTransformation, rng) -> tuple[TrainState,
+                                                                                    dict]:
+  params, model_state, frozen = split_variables(variables, trainable)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                     opt_state=tx.init(params), rng=rng)
+  return state, frozen
+
+
+def all_variables(params, model_state, frozen) -> dict[str, Any]:
+  """{component: variables} seen by the forward pass."""
+  variables = dict(frozen)
+  for name, p in params.items():
+    variables[name] = {**model_state.get(name, {}), "params": p}
+  return variables
+
+
+def gather(data, idx_BxK):
+  return (data["x"][idx_BxK], data["y"][idx_BxK], data["labels"][idx_BxK])
+
+
+def batch_loss(code: coding.Code, variables, x_BxKxI, y_BxKxC, labels_BxK, weight_B,
+               unavail_PxN, *, loss: str, train: bool, chunk=None):
+  """(loss, (recon_PxBxKxC, parity-model state updates)) for one batch of groups."""
+  recon_PxBxKxC, pout_BxRxC, updates = coding.forward(
+      code, variables, x_BxKxI, y_BxKxC, unavail_PxN, train=train, chunk=chunk)
+  if loss == PARITY_LOSS:
+    target_BxRxC = code.decoder.parity_target(y_BxKxC)
+    value = losses.parity_mse(pout_BxRxC, target_BxRxC, weight_B)
+  else:
+    value, _ = losses.reconstruction_loss(loss, recon_PxBxKxC, y_BxKxC, labels_BxK,
+                                          unavail_PxN, weight_B)
+  return value, (recon_PxBxKxC, updates)
+
+
+def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
+               code: coding.Code, tx: optax.GradientTransformation, loss: str,
+               augment: Callable | None = None, chunk=None):
+  """One optimisation step; returns (new state, metrics of this step)."""
+  x_BxKxI, y_BxKxC, labels_BxK = gather(data, idx_BxK)
+  if augment is not None:
+    # Targets stay F(unaugmented x), as upstream (REFERENCE.md §5.1).
+    x_BxKxI = augment(jax.random.fold_in(state.rng, state.step), x_BxKxI)
+  frozen = jax.lax.stop_gradient(frozen)
+
+  def objective(params):
+    variables = all_variables(params, state.model_state, frozen)
+    # Training mode matters only for a trained parity model's batch norm; a frozen F_P, like
+    # F, always runs on its running statistics.
+    return batch_loss(code, variables, x_BxKxI, y_BxKxC, labels_BxK, weight_B, unavail_PxN,
+                      loss=loss, train="parity_model" in state.params, chunk=chunk)
+
+  (value, (recon_PxBxKxC, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
+      state.params)
+  step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  model_state = {n: {**s, **updates} if n == "parity_model" else s
+                 for n, s in state.model_state.items()}
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
+                                                                           step_updates),
+                            model_state=model_state, opt_state=opt_state)
+  counts = metrics.pattern_counts(jax.lax.stop_gradient(recon_PxBxKxC), y_BxKxC, labels_BxK,
+                                  unavail_PxN, weight_B)
+  return new_state, {"loss": value, **counts}
+
+
+def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
+              code: coding.Code, loss: str, chunk=None):
+  """Per-pattern counts (and loss sums) for one batch of fixed groups; nothing is trained."""
+  x_BxKxI, y_BxKxC, labels_BxK = gather(data, idx_BxK)
+  variables = all_variables(params, model_state, frozen)
+  recon_PxBxKxC, pout_BxRxC, _ = coding.forward(code, variables, x_BxKxI, y_BxKxC, unavail_PxN,
+                                                train=False, chunk=chunk)
+  recon_loss = loss if loss in losses.RECONSTRUCTION_LOSSES else "mse"
+  counts = metrics.pattern_counts(recon_PxBxKxC, y_BxKxC, labels_BxK, unavail_PxN, weight_B,
+                                  loss_name=recon_loss)
+  if loss == PARITY_LOSS:
+    target_BxRxC = code.decoder.parity_target(y_BxKxC)
+    counts["parity_loss_sum"] = losses.parity_mse(pout_BxRxC, target_BxRxC, weight_B) * jnp.sum(
+        weight_B)
+  counts.update({f"base_{key}": v for key, v in metrics.base_counts(y_BxKxC, labels_BxK,
+                                                                     weight_B).items()})
+  return counts
+
+
+def jit_train_step(code, tx, loss, augment=None, chunk=None):
+  """The jitted train step; the state is donated (updated in place on the device)."""
+  return jax.jit(functools.partial(train_step, code=code, tx=tx, loss=loss, augment=augment,
+                                   chunk=chunk), donate_argnums=0)
+
+
+def jit_eval_step(code, loss, chunk=None):
+  return jax.jit(functools.partial(eval_step, code=code, loss=loss, chunk=chunk))

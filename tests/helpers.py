@@ -1,0 +1,27 @@
+"""Tiny shared set-ups for engine tests."""
+import jax
+import jax.numpy as jnp
+
+from lcc_jax import coding, registry
+
+
+def tiny_code(k=2, r=1, input_shape=(4, 4, 1), num_classes=5, hidden=(8,)):
+  """A tiny MLP code around a tiny MLP F, with initialised variables."""
+  code = coding.Code(
+      encoder=registry.build("encoder", "mlp", k=k, r=r, input_shape=input_shape),
+      decoder=registry.build("decoder", "mlp", k=k, r=r, num_classes=num_classes),
+      base_model=registry.build("base_model", "base-mlp", input_shape=input_shape,
+                                num_classes=num_classes, hidden=hidden))
+  keys = jax.random.split(jax.random.key(0), 3)
+  variables = {"encoder": code.encoder.init(keys[0]), "decoder": code.decoder.init(keys[1]),
+               "base_model": code.base_model.init(keys[2])}
+  # Upstream's N(0, 0.01) init makes outputs tiny; scale F up so logits are informative.
+  variables["base_model"] = jax.tree.map(lambda w: w * 30.0, variables["base_model"])
+  return code, variables
+
+
+def tiny_data(code, variables, num=24, k=2, input_shape=(4, 4, 1), num_classes=5, seed=1):
+  x = jax.random.normal(jax.random.key(seed), (num,) + input_shape)
+  y, _ = code.base_model.apply(variables["base_model"], x)
+  labels = jax.random.randint(jax.random.key(seed + 1), (num,), 0, num_classes)
+  return {"x": x, "y": y, "labels": labels}
