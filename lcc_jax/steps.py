@@ -64,6 +64,10 @@ def all_variables(params, model_state, frozen) -> dict[str, Any]:
   return variables
 
 
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def gather(data, idx_BxK):
   return (data["x"][idx_BxK], data["y"][idx_BxK], data["labels"][idx_BxK])
 
@@ -84,8 +88,12 @@ def batch_loss(code: coding.Code, variables, x_BxKxI, y_BxKxC, labels_BxK, weigh
 
 def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
                code: coding.Code, tx: optax.GradientTransformation, loss: str,
-               augment: Callable | None = None, chunk=None):
-  """One optimisation step; returns (new state, metrics of this step)."""
+               augment: Callable | None = None, chunk=None, skip_nonfinite: bool = False):
+  """One optimisation step; returns (new state, metrics of this step).
+
+  With ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the state as it
+  was (only the step counter moves) and reports ``skipped = 1``.
+  """
   x_BxKxI, y_BxKxC, labels_BxK = gather(data, idx_BxK)
   if augment is not None:
     # Targets stay F(unaugmented x), as upstream (REFERENCE.md §5.1).
@@ -107,9 +115,13 @@ def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, 
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
                                                                            step_updates),
                             model_state=model_state, opt_state=opt_state)
+  finite = jnp.isfinite(value) & _all_finite(grads) if skip_nonfinite else True
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                             state.replace(step=state.step + 1))
   counts = metrics.pattern_counts(jax.lax.stop_gradient(recon_PxBxKxC), y_BxKxC, labels_BxK,
                                   unavail_PxN, weight_B)
-  return new_state, {"loss": value, **counts}
+  return new_state, {"loss": value, "skipped": 1 - jnp.asarray(finite, jnp.int32), **counts}
 
 
 def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
@@ -131,10 +143,11 @@ def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN,
   return counts
 
 
-def jit_train_step(code, tx, loss, augment=None, chunk=None):
+def jit_train_step(code, tx, loss, augment=None, chunk=None, skip_nonfinite=False):
   """The jitted train step; the state is donated (updated in place on the device)."""
   return jax.jit(functools.partial(train_step, code=code, tx=tx, loss=loss, augment=augment,
-                                   chunk=chunk), donate_argnums=0)
+                                   chunk=chunk, skip_nonfinite=skip_nonfinite),
+                 donate_argnums=0)
 
 
 def jit_eval_step(code, loss, chunk=None):

@@ -1,0 +1,142 @@
+"""What train.py does with a config: run it, dry-run it, and turn input errors into one line."""
+from __future__ import annotations
+
+import ast
+import logging
+import sys
+import traceback
+
+import jax
+import numpy as np
+
+from lcc_jax import erasure, nn, train_lib, validate, workdir as workdir_lib
+
+# Errors in the user's inputs: one line, exit status 2, no traceback unless --verbose.
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 1
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+  from lcc_jax import data
+  return (validate.ConfigError, workdir_lib.WorkdirError, data.DataUnavailableError, KeyError,
+          ValueError)
+
+
+def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True,
+        verbose=False) -> int:
+  """Trains (or evaluates) one config; prints the headline numbers; returns the exit status."""
+  try:
+    summary = train_lib.train_and_evaluate(config, workdir, eval_only=eval_only,
+                                           overwrite=overwrite, progress=progress)
+  except train_lib.TrainingStopped as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    return EXIT_STOPPED
+  except _input_errors() as e:
+    if verbose:
+      traceback.print_exc()
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+  if eval_only:
+    print(f"evaluated checkpoint of epoch {summary['epoch']}: test degraded top-1 "
+          f"{summary['test']['degraded_top1']:.4f}, reconstruction top-1 "
+          f"{summary['test']['reconstruction_top1']:.4f}")
+    return 0
+  test = summary["test"]
+  print(f"F ({summary['base_model']['name']}) test accuracy: "
+        f"{summary['base_model']['test_accuracy']:.4f}")
+  if test:
+    print(f"code k={summary['k']} r={summary['r']} ({summary['encoder']}/{summary['decoder']}), "
+          f"best epoch {summary['best_epoch']}: test degraded-mode top-1 "
+          f"{test['degraded_top1']:.4f}, reconstruction top-1 {test['reconstruction_top1']:.4f}"
+          f" over {summary['num_patterns']} patterns")
+  print(f"wrote {workdir}/summary.json, metrics.jsonl, curves.png, patterns.png")
+  return 0
+
+
+def dry_run(config, *, verbose=False):
+  """Builds every component at its real size and counts parameters; touches no data files."""
+  try:
+    validate.check_config(config)
+    input_shape, num_classes = input_spec(config.data)
+  except _input_errors() as e:
+    if verbose:
+      traceback.print_exc()
+    print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+  base = train_lib.build_base_model(config, input_shape, num_classes)
+  code = train_lib.build_code(config, input_shape, num_classes, base)
+  # eval_shape: shapes only, so even a 31 M-parameter encoder costs no memory or time.
+  shapes = jax.eval_shape(
+      lambda key: train_lib.init_code_variables(code, base.init(key), key),
+      jax.random.PRNGKey(0))
+  counts = {name: nn.count_params(v) for name, v in shapes.items()}
+  num_patterns = erasure.count(config.k, config.r, config.patterns.mode)
+  trained = set(train_lib.trainable_components(config))
+  rows = [("component", "name", "params", "trained")]
+  rows.append(("base_model F", config.base_model.name, counts["base_model"], "no (frozen)"))
+  rows.append(("encoder", config.encoder.name, counts["encoder"], _yes("encoder", trained)))
+  rows.append(("decoder", config.decoder.name, counts["decoder"], _yes("decoder", trained)))
+  parity = train_lib.parity_model_name(config)
+  rows.append(("on parities", parity[0] if parity else "F itself", counts.get("parity_model", 0),
+               _yes("parity_model", trained) if parity else "no (F frozen)"))
+  width = [max(len(str(row[i])) for row in rows) for i in range(4)]
+  for row in rows:
+    print("  ".join(str(cell).ljust(w) for cell, w in zip(row, width)))
+  print(f"dataset {config.data.name}: input {tuple(input_shape)}, {num_classes} classes; "
+        f"k={config.k} r={config.r}: {num_patterns} erasure patterns ({config.patterns.mode})")
+  parity_params = counts.get("parity_model", 0) if "parity_model" in trained else 0
+  return {"encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
+          "base_model_params": counts["base_model"], "parity_model_params": parity_params,
+          "num_patterns": num_patterns}
+
+
+# Input shape (NHWC) and classes of each dataset, so a dry run needs no dataset file.
+_SPECS = {"digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10),
+          "fashion_mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10),
+          "cifar100": ((32, 32, 3), 100)}
+
+
+def input_spec(data_config) -> tuple[tuple[int, ...], int]:
+  if data_config.name == "function":
+    return (data_config.input_dim,), data_config.num_outputs
+  if data_config.name not in _SPECS:
+    raise validate.ConfigError(f"data.name={data_config.name!r}; known: "
+                               f"{', '.join(sorted(_SPECS) + ['function'])}")
+  return _SPECS[data_config.name]
+
+
+def _yes(name, trained):
+  return "yes" if name in trained else "no"
+
+
+def apply_overrides(config, overrides: list[str]):
+  """Applies ``--config.a.b=value`` strings to a config (for sweep entries)."""
+  config = config.copy_and_resolve_references()
+  for override in overrides:
+    key, _, raw = override[len("--config."):].partition("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    old = node[leaf]
+    node[leaf] = _parse_like(raw, old, key)
+  return config
+
+
+def _parse_like(raw: str, old, key: str):
+  if isinstance(old, bool):
+    if raw.lower() not in ("true", "false", "1", "0"):
+      raise validate.ConfigError(f"--config.{key}={raw}: expected true or false")
+    return raw.lower() in ("true", "1")
+  if isinstance(old, str):
+    return raw
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    raise validate.ConfigError(f"--config.{key}={raw}: not a valid {type(old).__name__}") from None
+  if isinstance(old, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(old, (int, float)) and not isinstance(value, type(old)):
+    raise validate.ConfigError(f"--config.{key}={raw}: expected a {type(old).__name__}")
+  return value

@@ -1,0 +1,123 @@
+"""What a run writes into its workdir, besides checkpoints.
+
+``config.json`` (the run's config; a workdir never mixes runs of different configs),
+``run_info.json`` (seed, package versions, F's hash), ``metrics.jsonl`` (one JSON object per
+evaluation, appended; truncated on resume to what the restored checkpoint had seen, so a line is
+never duplicated or missing) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any, Iterable
+
+# Fields that may change between a run and its resumption without making it another run.
+RESUMABLE_FIELDS = ("num_epochs", "checkpoint_every", "data.data_dir", "data.manual_dir",
+                    "eval_splits", "unavailability_rates")
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used for this run (another run's files, not writable, ...)."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+  """Dotted fields whose values differ, ignoring the resumable ones."""
+  a, b = _flatten(old), _flatten(new)
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS)
+
+
+def claim(workdir: str, config_dict: dict, *, overwrite: bool) -> None:
+  """Writes config.json, refusing a workdir that holds a run of another config."""
+  path = os.path.join(workdir, "config.json")
+  config_json = json.loads(json.dumps(config_dict, default=list))
+  if os.path.exists(path) and not overwrite:
+    with open(path) as f:
+      old = json.load(f)
+    diff = config_differences(old, config_json)
+    if diff:
+      raise WorkdirError(
+          f"workdir {workdir} holds a run of a different config (fields {', '.join(diff[:6])}"
+          f"{' ...' if len(diff) > 6 else ''} differ); use another --workdir, or pass "
+          "--overwrite to delete that run")
+  write_json(path, config_json)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Atomic JSON write: a killed run leaves the old file or the new one, never half of one."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=_jsonable)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _jsonable(value):
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  if isinstance(value, (set, tuple)):
+    return list(value)
+  return str(value)
+
+
+def versions() -> dict[str, str]:
+  import flax
+  import jax
+  import optax
+  import orbax.checkpoint
+  return {"python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+          "flax": flax.__version__, "optax": optax.__version__,
+          "orbax-checkpoint": orbax.checkpoint.__version__,
+          "backend": jax.default_backend(), "devices": str(jax.devices())}
+
+
+class MetricsLog:
+  """metrics.jsonl: appended line by line, each line flushed and fsync'ed."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def read(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def truncate_after(self, epoch: int) -> list[dict]:
+    """Keeps the lines of epochs <= ``epoch`` (drops a torn last line too); returns them."""
+    kept = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        for line in f:
+          try:
+            entry = json.loads(line)
+          except json.JSONDecodeError:
+            break  # a line cut short by a kill: everything after it is gone too
+          if entry.get("epoch", 0) <= epoch:
+            kept.append(entry)
+    tmp = f"{self.path}.tmp"
+    with open(tmp, "w") as f:
+      for entry in kept:
+        f.write(json.dumps(entry) + "\n")
+    os.replace(tmp, self.path)
+    return kept
+
+  def append(self, entries: Iterable[dict]) -> None:
+    with open(self.path, "a") as f:
+      for entry in entries:
+        f.write(json.dumps(entry, default=_jsonable) + "\n")
+      f.flush()
+      os.fsync(f.fileno())

@@ -1,0 +1,77 @@
+"""Command-line entry: flags and config, nothing else (the work is in lcc_jax.train_lib).
+
+  python train.py                                            # the embedded default (digits)
+  python train.py --config=configs/NAME.py[:ARGS] --workdir=DIR [--config.FIELD=VALUE ...]
+  python train.py --config=configs/upstream.py:path/to/conf.json --workdir=DIR
+  python train.py --config=... --dry_run                     # build, count, train nothing
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file[:arg].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "Folder for checkpoints, metrics and plots.")
+flags.DEFINE_bool("dry_run", False, "Build what the config names, print parameter counts and the "
+                  "number of erasure patterns; train nothing, touch no dataset.")
+flags.DEFINE_bool("eval_only", False, "Evaluate the best (or latest) checkpoint of --workdir.")
+flags.DEFINE_bool("overwrite", False, "Delete a run of another config in --workdir first.")
+flags.DEFINE_integer("sweep_index", -1, "Run only this entry of the config's sweep.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in the inputs.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+FLAGS = flags.FLAGS
+
+
+def _entries():
+  """(name, config) pairs: the sweep's entries when the config file defines one."""
+  from lcc_jax import sweep
+  path, _, arg = FLAGS["config"].config_filename.partition(":")
+  if not hasattr(sweep, "load_entries"):
+    return [("", FLAGS.config)]
+  entries = sweep.load_entries(path, arg or None)
+  if len(entries) == 1 and entries[0][0] == "":
+    return [("", FLAGS.config)]  # keep --config.FIELD overrides of a single run
+  overrides = _overrides()
+  from lcc_jax import cli
+  entries = [(name, cli.apply_overrides(cfg, overrides)) for name, cfg in entries]
+  if FLAGS.sweep_index >= 0:
+    if FLAGS.sweep_index >= len(entries):
+      raise ValueError(f"--sweep_index={FLAGS.sweep_index} but the sweep has {len(entries)} "
+                       f"entries (0..{len(entries) - 1})")
+    entries = [entries[FLAGS.sweep_index]]
+  return entries
+
+
+def _overrides() -> list[str]:
+  return [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
+  from lcc_jax import cli
+  status = 0
+  for name, config in _entries():
+    workdir = os.path.join(FLAGS.workdir, name) if name else FLAGS.workdir
+    if FLAGS.dry_run:
+      result = cli.dry_run(config)
+    else:
+      result = cli.run(config, workdir, eval_only=FLAGS.eval_only, overwrite=FLAGS.overwrite,
+                       progress=FLAGS.progress, verbose=FLAGS.verbose)
+    if isinstance(result, int):
+      status = max(status, result)
+    elif result is not None:
+      print(json.dumps(result))
+  return status
+
+
+if __name__ == "__main__":
+  app.run(main)
