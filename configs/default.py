@@ -70,6 +70,7 @@ def base() -> ml_collections.ConfigDict:
   c.patterns.chunk = 0            # >0: decode patterns in chunks of this size (lax.map)
 
   c.num_epochs = 500
+  c.time_limit_minutes = 0.0      # >0: stop after the epoch that passes this wall time
   c.checkpoint_every = 1          # epochs between "latest" checkpoints (best is always kept)
   c.best_metric = "val/degraded_top1"  # split/metric from metrics.jsonl, higher is better
   c.on_nonfinite = "stop"         # or "skip": skip steps whose loss is not finite, and count them

@@ -258,11 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
   state = parallel.replicate(state, mesh)
   frozen = parallel.replicate(frozen, mesh)
   chunk = config.patterns.chunk or None
-  augment = None
-  if config.data.augment:
-    mean, std = dataset.info["mean"], dataset.info["std"]
-    augment = lambda key, x: data.augment_cifar(key, x, mean, std)  # noqa: E731
-  train_step = steps.jit_train_step(code, tx, config.loss, augment, chunk,
+  train_step = steps.jit_train_step(code, tx, config.loss, dataset.augment, chunk,
                                     skip_nonfinite=config.on_nonfinite == "skip")
   eval_step = steps.jit_eval_step(code, config.loss, chunk)
   eval_sets = {"val": (train_data, split["val"]), "test": (test_data, test_indices)}
@@ -347,9 +343,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
         is_best = value > best
         if is_best:
           best, best_epoch = value, epoch
-        if is_best or epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
+        out_of_time = (config.time_limit_minutes > 0 and
+                       time.time() - start_time > 60 * config.time_limit_minutes)
+        if (is_best or epoch % config.checkpoint_every == 0 or epoch == config.num_epochs or
+            out_of_time):
+          # Only the best epoch carries its metric to orbax, so its BestN keeps exactly the
+          # epoch the summary reports (ties go to the earlier epoch, as upstream's strict >).
           ckpt.save(step_now, state, {"epoch": epoch, "best": best, "best_epoch": best_epoch},
-                    value)
+                    value if is_best else -np.inf)
+        if out_of_time:
+          log.warning("time_limit_minutes=%s reached after epoch %d", config.time_limit_minutes,
+                      epoch)
+          break
 
   summary = _summarize(config, entries, best_epoch, base_test_accuracy, run_info,
                        time.time() - start_time)

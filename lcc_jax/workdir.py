@@ -13,7 +13,7 @@ import platform
 from typing import Any, Iterable
 
 # Fields that may change between a run and its resumption without making it another run.
-RESUMABLE_FIELDS = ("num_epochs", "checkpoint_every", "data.data_dir", "data.manual_dir",
+RESUMABLE_FIELDS = ("num_epochs", "time_limit_minutes", "checkpoint_every", "data.data_dir", "data.manual_dir",
                     "eval_splits", "unavailability_rates")
 
 

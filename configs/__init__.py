@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections); see docs/configs.md."""
