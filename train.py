@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -30,27 +29,22 @@ FLAGS = flags.FLAGS
 
 
 def _entries():
-  """(name, config) pairs: the sweep's entries when the config file defines one."""
+  """(name, config) pairs: a sweep's entries (each with the --config.FIELD overrides applied),
+  or the single run."""
   from lcc_jax import sweep
-  path, _, arg = FLAGS["config"].config_filename.partition(":")
-  if not hasattr(sweep, "load_entries"):
-    return [("", FLAGS.config)]
+  path, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
   entries = sweep.load_entries(path, arg or None)
   if len(entries) == 1 and entries[0][0] == "":
-    return [("", FLAGS.config)]  # keep --config.FIELD overrides of a single run
-  overrides = _overrides()
-  from lcc_jax import cli
-  entries = [(name, cli.apply_overrides(cfg, overrides)) for name, cfg in entries]
+    return [("", FLAGS.config)]
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  for _, config in entries:
+    config.update_from_flattened_dict(overrides)
   if FLAGS.sweep_index >= 0:
     if FLAGS.sweep_index >= len(entries):
-      raise ValueError(f"--sweep_index={FLAGS.sweep_index} but the sweep has {len(entries)} "
-                       f"entries (0..{len(entries) - 1})")
+      raise app.UsageError(f"--sweep_index={FLAGS.sweep_index} but the sweep has "
+                           f"{len(entries)} entries (0..{len(entries) - 1})")
     entries = [entries[FLAGS.sweep_index]]
   return entries
-
-
-def _overrides() -> list[str]:
-  return [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
 
 
 def main(argv):

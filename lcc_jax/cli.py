@@ -1,13 +1,10 @@
 """What train.py does with a config: run it, dry-run it, and turn input errors into one line."""
 from __future__ import annotations
 
-import ast
-import logging
 import sys
 import traceback
 
 import jax
-import numpy as np
 
 from lcc_jax import erasure, nn, train_lib, validate, workdir as workdir_lib
 
@@ -108,35 +105,3 @@ def input_spec(data_config) -> tuple[tuple[int, ...], int]:
 
 def _yes(name, trained):
   return "yes" if name in trained else "no"
-
-
-def apply_overrides(config, overrides: list[str]):
-  """Applies ``--config.a.b=value`` strings to a config (for sweep entries)."""
-  config = config.copy_and_resolve_references()
-  for override in overrides:
-    key, _, raw = override[len("--config."):].partition("=")
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    old = node[leaf]
-    node[leaf] = _parse_like(raw, old, key)
-  return config
-
-
-def _parse_like(raw: str, old, key: str):
-  if isinstance(old, bool):
-    if raw.lower() not in ("true", "false", "1", "0"):
-      raise validate.ConfigError(f"--config.{key}={raw}: expected true or false")
-    return raw.lower() in ("true", "1")
-  if isinstance(old, str):
-    return raw
-  try:
-    value = ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    raise validate.ConfigError(f"--config.{key}={raw}: not a valid {type(old).__name__}") from None
-  if isinstance(old, float) and isinstance(value, int):
-    value = float(value)
-  if isinstance(old, (int, float)) and not isinstance(value, type(old)):
-    raise validate.ConfigError(f"--config.{key}={raw}: expected a {type(old).__name__}")
-  return value

@@ -7,6 +7,7 @@ index arrays and reads each step's metrics one step late, so it never stalls the
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -16,7 +17,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -199,7 +199,9 @@ def _best_so_far(entries: list[dict], best_metric: str) -> tuple[float, int]:
 
 def _train_entry(epoch, step, totals, loss_sum, num_steps, skipped, unavail_PxN) -> dict:
   summary = metrics.summarize(totals, unavail_PxN)
-  return {"split": "train", "epoch": epoch, "step": step, "loss": loss_sum / max(num_steps, 1),
+  # Skipped steps (on_nonfinite=skip) have no loss to average.
+  return {"split": "train", "epoch": epoch, "step": step,
+          "loss": loss_sum / max(num_steps - skipped, 1),
           "skipped_steps": skipped, **summary}
 
 
@@ -208,13 +210,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
   """Trains what ``config`` says in ``workdir`` (resuming it), evaluates, writes the summary."""
   # --- Set-up: validate everything before any work, then claim the workdir.
   parallel.initialize(config.get("distributed"))
-  validate.check_config(config)
   mesh = parallel.make_mesh()
-  parallel.check_batch(config.data.batch_size, mesh)
   main = parallel.is_main_process()
-  data.check_available(config.data)
+  validate.check_run(config, workdir if main else None, mesh=mesh, overwrite=overwrite,
+                     eval_only=eval_only)
   if main:
-    validate.check_workdir(workdir)
     if overwrite and os.path.isdir(workdir) and not eval_only:
       shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -272,7 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
               "devices": jax.device_count(), "processes": jax.process_count(),
               **parameter_counts(variables)}
   if main:
-    workdir_lib.write_json(os.path.join(workdir, "run_info.json"), run_info)
+    with _writing("run_info.json"):
+      workdir_lib.write_json(os.path.join(workdir, "run_info.json"), run_info)
 
   with checkpoint.Checkpoints(os.path.join(workdir, "checkpoints")) as ckpt:
     # --- Resume: the latest checkpoint, with the epoch position and partial train counts.
@@ -314,7 +315,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
           pending = step_metrics
           if stop.received:
             loss_sum, skipped = _consume(pending, acc, loss_sum, skipped, config, epoch, s, bar)
-            _save_interrupted(ckpt, state, epoch - 1, epoch, s + 1, acc, loss_sum, skipped)
+            with _writing(f"the checkpoint of the interrupted epoch {epoch}"):
+              _save_interrupted(ckpt, state, epoch - 1, epoch, s + 1, acc, loss_sum, skipped)
             raise TrainingStopped(
                 f"{stop.received} received at epoch {epoch}, step {s + 1}: saved a checkpoint; "
                 "run the same command again to resume")
@@ -323,6 +325,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
                                        len(idx_SxBxK) - 1, bar)
         bar.close()
         resume = {}
+        if skipped == len(idx_SxBxK):
+          raise TrainingStopped(
+              f"every step of epoch {epoch} had a non-finite loss and was skipped; the last good "
+              "checkpoint is kept. Lower optim.lr (or set optim.grad_clip_norm)")
 
         # Evaluate val and test over every pattern.
         step_now = int(jax.device_get(state.step))
@@ -333,8 +339,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
           summary = evaluate_split(eval_step, state, frozen, split_data, indices, unavail_PxN,
                                    config, mesh)
           new_entries.append({"split": split_name, "epoch": epoch, "step": step_now, **summary})
+        # A diverged state is never logged or saved: the last good checkpoint stays the latest.
+        bad = [e["split"] for e in new_entries[1:] if not np.isfinite(e.get("loss", 0.0))]
+        if bad:
+          raise TrainingStopped(
+              f"the parameters diverged during epoch {epoch} (non-finite {bad[0]} loss after its "
+              "last step); the last good checkpoint is kept and a rerun resumes from it. Lower "
+              "optim.lr")
         if main:
-          metrics_log.append(new_entries)
+          with _writing("metrics.jsonl"):
+            metrics_log.append(new_entries)
         entries += new_entries
         _log_epoch(new_entries, progress)
 
@@ -349,8 +363,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
             out_of_time):
           # Only the best epoch carries its metric to orbax, so its BestN keeps exactly the
           # epoch the summary reports (ties go to the earlier epoch, as upstream's strict >).
-          ckpt.save(step_now, state, {"epoch": epoch, "best": best, "best_epoch": best_epoch},
-                    value if is_best else -np.inf)
+          with _writing(f"the checkpoint of epoch {epoch}"):
+            ckpt.save(step_now, state, {"epoch": epoch, "best": best, "best_epoch": best_epoch},
+                      value if is_best else -np.inf)
         if out_of_time:
           log.warning("time_limit_minutes=%s reached after epoch %d", config.time_limit_minutes,
                       epoch)
@@ -359,9 +374,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
   summary = _summarize(config, entries, best_epoch, base_test_accuracy, run_info,
                        time.time() - start_time)
   if main:
-    workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+    with _writing("summary.json"):
+      workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     _plot(workdir, entries, summary, config)
   return summary
+
+
+@contextlib.contextmanager
+def _writing(what: str):
+  """A failed write (disk full, permissions) stops the run: it never trains on unsaved."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore: not only OSError)
+    lines = str(e).strip().splitlines()
+    raise TrainingStopped(
+        f"could not write {what} ({type(e).__name__}: {lines[0] if lines else ''}); stopped "
+        "instead of training on without it. Free disk space or fix the permissions, then run "
+        "the same command again to resume from the last good checkpoint") from e
 
 
 def _consume(step_metrics, acc, loss_sum, skipped, config, epoch, step, bar):

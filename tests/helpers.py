@@ -1,6 +1,5 @@
 """Tiny shared set-ups for engine tests."""
 import jax
-import jax.numpy as jnp
 
 from lcc_jax import coding, registry
 
