@@ -10,13 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file[:arg].",
-                                lock_config=True)
+
+
+def _bad_input(argv, error) -> int:
+  """One line on stderr (a traceback too with --verbose); exit status 2."""
+  from lcc_jax import cli, validate
+  if any(arg in ("--verbose", "--verbose=true") for arg in argv):
+    traceback.print_exception(error)
+  print(f"error: {validate.explain_flags_error(argv[1:], error, _DEFAULT_CONFIG)}",
+        file=sys.stderr)
+  return cli.EXIT_BAD_INPUT
+
+
+try:  # config_flags applies --config.FIELD=VALUE overrides to the default right here
+  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file[:arg].",
+                                  lock_config=True)
+except Exception as e:  # pylint: disable=broad-except
+  sys.exit(_bad_input(sys.argv, e))
 flags.DEFINE_string("workdir", "runs/default", "Folder for checkpoints, metrics and plots.")
 flags.DEFINE_bool("dry_run", False, "Build what the config names, print parameter counts and the "
                   "number of erasure patterns; train nothing, touch no dataset.")
@@ -47,13 +64,24 @@ def _entries():
   return entries
 
 
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  (bad flags, or a config file's error)
+    sys.exit(_bad_input(argv, e))
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   from lcc_jax import cli
+  try:
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {argv[1:]}")
+    entries = _entries()
+  except Exception as e:  # pylint: disable=broad-except  (a config file is user code)
+    return _bad_input(sys.argv, e)
   status = 0
-  for name, config in _entries():
+  for name, config in entries:
     workdir = os.path.join(FLAGS.workdir, name) if name else FLAGS.workdir
     if FLAGS.dry_run:
       result = cli.dry_run(config)
@@ -68,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

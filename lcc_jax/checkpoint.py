@@ -33,6 +33,8 @@ class Checkpoints:
         ]),
         best_fn=lambda m: m[BEST_KEY], best_mode="max", read_only=read_only,
         create=not read_only,
+        # A killed save leaves a temporary folder that no restore reads; remove it on open.
+        cleanup_tmp_directories=not read_only,
         # Synchronous saves: a checkpoint is on disk when `save` returns, so a failed write
         # stops the run at once instead of surfacing an epoch later.
         enable_async_checkpointing=False)
@@ -99,3 +101,26 @@ def load_variables(directory: str, template) -> tuple[Any, dict[str, Any]]:
     restored = manager.restore(0, args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   return restored["variables"], dict(restored["meta"])
+
+
+def variables_spec(directory: str) -> dict[str, tuple[int, ...]]:
+  """{leaf path: shape} of the variables ``save_variables`` wrote, from metadata only."""
+  from etils import epath  # pylint: disable=g-import-not-at-top  (orbax's own path type)
+  metadata = ocp.StandardCheckpointHandler().metadata(
+      epath.Path(os.path.abspath(directory)) / "0" / "variables")
+  tree = metadata.tree if hasattr(metadata, "tree") else metadata
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def read_step(directory: str, step: int) -> tuple[Any, dict[str, Any]]:
+  """(state as saved, meta) of one finished step of ``Checkpoints``, without a template.
+
+  For checks and tools: arrays come back with the saved shapes and dtypes, on the host.
+  """
+  step_dir = os.path.join(os.path.abspath(directory), str(step))
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(os.path.join(step_dir, "state"))
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    meta = checkpointer.restore(os.path.join(step_dir, "meta"))
+  return state, dict(meta)

@@ -28,6 +28,10 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
   except train_lib.TrainingStopped as e:
     print(f"stopped: {e}", file=sys.stderr)
     return EXIT_STOPPED
+  except KeyboardInterrupt:  # SIGINT outside the epoch loop (set-up, F's training, plots)
+    print("stopped: interrupted outside the training loop; every finished epoch is "
+          "checkpointed: run the same command again to continue", file=sys.stderr)
+    return EXIT_STOPPED
   except _input_errors() as e:
     if verbose:
       traceback.print_exc()
@@ -55,6 +59,7 @@ def dry_run(config, *, verbose=False):
   """Builds every component at its real size and counts parameters; touches no data files."""
   try:
     validate.check_config(config)
+    validate.check_shapes(config)
     input_shape, num_classes = input_spec(config.data)
   except _input_errors() as e:
     if verbose:
@@ -88,19 +93,9 @@ def dry_run(config, *, verbose=False):
           "num_patterns": num_patterns}
 
 
-# Input shape (NHWC) and classes of each dataset, so a dry run needs no dataset file.
-_SPECS = {"digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10),
-          "fashion_mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10),
-          "cifar100": ((32, 32, 3), 100)}
-
-
 def input_spec(data_config) -> tuple[tuple[int, ...], int]:
-  if data_config.name == "function":
-    return (data_config.input_dim,), data_config.num_outputs
-  if data_config.name not in _SPECS:
-    raise validate.ConfigError(f"data.name={data_config.name!r}; known: "
-                               f"{', '.join(sorted(_SPECS) + ['function'])}")
-  return _SPECS[data_config.name]
+  """Input shape (NHWC) and classes of the dataset, so a dry run needs no dataset file."""
+  return validate.input_spec(data_config)
 
 
 def _yes(name, trained):

@@ -1,18 +1,44 @@
-"""Checks a whole config and the workdir before any data is prepared or anything compiled.
+"""Checks a whole run before any data is prepared, anything compiled or anything written.
 
-Every problem is a ``ConfigError`` whose message names the field, the bad value and the fix;
-train.py prints it as one line and exits with status 2.
+``check_run`` runs every check, cheapest first: the config's names, types and ranges; the
+components' shapes at batch 1 (``jax.eval_shape``: no compile, no memory) and F's checkpoint;
+the batch against the devices; the dataset's files; the workdir. ``explain_flags_error``
+turns a bad ``--config`` / ``--config.FIELD=VALUE`` flag into the same kind of message. Every
+problem is a ``ConfigError`` whose one-line message names the field, the bad value and the fix;
+train.py prints it and exits with status 2, and the workdir is left untouched.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import math
 import os
+import pickle
+import tarfile
+import zlib
+
+import jax
+import jax.numpy as jnp
 
 from lcc_jax import erasure, optim, registry, steps
 from lcc_jax.coders import channels
 
+# Per-example input shape and classes of the embedded dataset (the image datasets' are in
+# data.sources.SPECS; the function dataset's come from the config).
+DIGITS_SPEC = ((8, 8, 1), 10)
+DIGITS_TRAIN = 1437
+# Official train-split sizes: val_size must leave training examples.
+IMAGE_TRAIN = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+ACCURACIES = ("reconstruction_top1", "reconstruction_top5", "degraded_top1", "degraded_top5")
+EVAL_SPLITS = ("val", "test")
+# Fields whose default is one of these types must hold one of them.
+_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str, type(None)),
+          tuple: (tuple, list), list: (tuple, list)}
+
 
 class ConfigError(ValueError):
-  """A bad config value, flag or workdir, found before any work started."""
+  """A bad config value, flag, data file or workdir, found before any work started."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -25,17 +51,50 @@ def _name(kind: str, field: str, name: str) -> None:
   _require(name in known, f"{field}={name!r} is not a known {kind}; known: {', '.join(known)}")
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and key != "kwargs":
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+# ------------------------------------------------------------------------------ config values
+
+
+def check_types(config) -> None:
+  """Every field of ``configs/default.py`` holds a value of its default's type."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  defaults = _flatten(default.base().to_dict())
+  values = _flatten(config.to_dict())
+  for field, default_value in defaults.items():
+    if field not in values or type(default_value) not in _TYPES:
+      continue
+    value, allowed = values[field], _TYPES[type(default_value)]
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    _require(ok, f"{field} must be of type {type(default_value).__name__} (like the default "
+                 f"{default_value!r}), got {value!r} ({type(value).__name__})")
+
+
+def _positive(field: str, value, *, allow_zero: bool = False) -> None:
+  ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+  _require(ok, f"{field} must be {'>= 0' if allow_zero else 'positive'} and finite, got "
+               f"{value!r}")
+
+
 def check_config(config) -> None:
-  """Names, types, ranges and the agreements between fields."""
-  for field in ("k", "r", "seed", "num_epochs", "checkpoint_every"):
-    value = config[field]
-    _require(isinstance(value, int) and not isinstance(value, bool),
-             f"{field} must be an integer, got {value!r}")
-  _require(config.k >= 1, f"k must be >= 1, got {config.k}")
-  _require(config.r >= 1, f"r must be >= 1, got {config.r}")
-  _require(config.num_epochs >= 0, f"num_epochs must be >= 0, got {config.num_epochs}")
-  _require(config.checkpoint_every >= 1,
-           f"checkpoint_every must be >= 1, got {config.checkpoint_every}")
+  """Names, types, ranges and the agreements between fields that need no model."""
+  check_types(config)
+  _check_names(config)
+  _check_ranges(config)
+  _check_data_config(config)
+  _check_training(config)
+  _check_evaluation(config)
+
+
+def _check_names(config) -> None:
   _name("dataset", "data.name", config.data.name)
   _name("base_model", "base_model.name", config.base_model.name)
   _name("encoder", "encoder.name", config.encoder.name)
@@ -49,37 +108,388 @@ def check_config(config) -> None:
            f"loss={config.loss!r} is not a known loss; known: {', '.join(losses_known)}")
   _require(config.optim.name in optim.OPTIMIZERS,
            f"optim.name={config.optim.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
-  _require(config.optim.lr > 0, f"optim.lr must be positive, got {config.optim.lr}")
-  for field in ("batch_size", "eval_batch_size"):
-    value = config.data[field]
-    _require(isinstance(value, int) and value >= 1,
-             f"data.{field} must be a positive integer, got {value!r}")
+  _require(config.on_nonfinite in ("stop", "skip"),
+           f"on_nonfinite={config.on_nonfinite!r}; use 'stop' or 'skip'")
+
+
+def _check_ranges(config) -> None:
+  for field, low in (("k", 1), ("r", 1), ("seed", 0), ("num_epochs", 0), ("checkpoint_every", 1),
+                     ("base_model.epochs", 0), ("base_model.batch_size", 1),
+                     ("distributed.shard_params_min_size", 0)):
+    value = _get(config, field)
+    _require(value is not None and value >= low, f"{field} must be >= {low}, got {value}")
+  _positive("optim.lr", config.optim.lr)
+  _positive("base_model.lr", config.base_model.lr)
+  for field in ("optim.weight_decay", "optim.grad_clip_norm", "base_model.weight_decay",
+                "time_limit_minutes"):
+    if _get(config, field) is not None:
+      _positive(field, _get(config, field), allow_zero=True)
+
+
+def _check_training(config) -> None:
   _require(any(config.train[c] for c in steps.COMPONENTS),
            "nothing to train: set at least one of train.encoder, train.decoder, "
            "train.parity_model to True")
-  _require(config.patterns.mode in erasure.MODES[:2],
-           f"patterns.mode={config.patterns.mode!r}; training uses one of: exactly, at_most")
-  try:
-    erasure.count(config.k, config.r, config.patterns.mode)
-    erasure.patterns(config.k, config.r, config.patterns.mode, limit=config.patterns.limit)
-  except ValueError as e:
-    raise ConfigError(f"patterns: {e}") from None
-  _require(config.on_nonfinite in ("stop", "skip"),
-           f"on_nonfinite={config.on_nonfinite!r}; use 'stop' or 'skip'")
-  split, _, key = config.best_metric.partition("/")
-  _require(split in ("val", "test", "train") and key in (
-      "reconstruction_top1", "reconstruction_top5", "degraded_top1", "degraded_top5"),
-           f"best_metric={config.best_metric!r}; use SPLIT/METRIC such as val/degraded_top1")
-  _require(split in config.eval_splits or split == "train",
-           f"best_metric={config.best_metric!r} needs {split!r} in eval_splits "
-           f"{list(config.eval_splits)}")
   if config.loss == steps.PARITY_LOSS:
     _require(bool(config.train.parity_model),
              "loss=parity_mse trains a parity model: set train.parity_model=True")
+  _check_patterns(config)
 
 
-def check_workdir(workdir: str) -> None:
-  """The workdir (or the nearest existing parent) must be writable."""
+def _check_evaluation(config) -> None:
+  splits = list(config.eval_splits)
+  _require(bool(splits) and set(splits) <= set(EVAL_SPLITS) and len(set(splits)) == len(splits),
+           f"eval_splits={splits}; use a non-empty subset of {list(EVAL_SPLITS)} without repeats")
+  split, _, key = config.best_metric.partition("/")
+  _require(split in ("val", "test", "train") and key in ACCURACIES,
+           f"best_metric={config.best_metric!r}; use SPLIT/METRIC such as val/degraded_top1 "
+           f"(metrics: {', '.join(ACCURACIES)})")
+  _require(split in splits or split == "train",
+           f"best_metric={config.best_metric!r} needs {split!r} in eval_splits {splits}")
+  rates = list(config.unavailability_rates)
+  _require(all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in rates),
+           f"unavailability_rates={rates}: each rate is a probability in [0, 1]")
+
+
+def _check_data_config(config) -> None:
+  data = config.data
+  for field in ("batch_size", "eval_batch_size", "val_size"):
+    _require(data[field] >= 1, f"data.{field} must be >= 1, got {data[field]}")
+  if data.augment:
+    _require(data.name in ("cifar10", "cifar100"),
+             f"data.augment=True is defined for cifar10 and cifar100 only (as upstream), not "
+             f"data.name={data.name!r}; set data.augment=False")
+  if data.name == "function":
+    from lcc_jax.data import datasets  # pylint: disable=g-import-not-at-top
+    _require(data.sampler in datasets.SAMPLERS,
+             f"data.sampler={data.sampler!r}; known: {', '.join(datasets.SAMPLERS)}")
+    for field in ("input_dim", "num_outputs", "num_train", "num_test"):
+      _require(data[field] >= 1, f"data.{field} must be >= 1, got {data[field]}")
+    if config.base_model.name == "function":
+      fn = dict(config.base_model.kwargs).get("fn", _default_kwarg("base_model", "function", "fn"))
+      _require(fn == data.fn,
+               f"data.fn={data.fn!r} labels the function dataset but base_model.kwargs.fn={fn!r} "
+               f"is F; set both to the same function, e.g. --config.data.fn={fn}")
+  num_train = {"digits": DIGITS_TRAIN, "function": data.num_train}.get(data.name,
+                                                                       IMAGE_TRAIN.get(data.name))
+  if num_train:
+    usable = num_train // config.k * config.k
+    num_val = -(-data.val_size // config.k) * config.k
+    _require(num_val < usable,
+             f"data.val_size={data.val_size} (→ {num_val} for k={config.k}) leaves none of the "
+             f"{usable} training examples of {data.name}; use a smaller data.val_size")
+
+
+def _default_kwarg(kind: str, name: str, arg: str):
+  return inspect.signature(registry.get(kind, name)).parameters[arg].default
+
+
+def _check_patterns(config) -> None:
+  _require(config.patterns.mode in erasure.MODES[:2],
+           f"patterns.mode={config.patterns.mode!r}; training uses one of: exactly, at_most")
+  _require(config.patterns.limit >= 1 and config.patterns.chunk >= 0,
+           f"patterns.limit must be >= 1 and patterns.chunk >= 0, got "
+           f"{config.patterns.limit} and {config.patterns.chunk}")
+  num = erasure.count(config.k, config.r, config.patterns.mode)
+  _require(num <= config.patterns.limit,
+           f"k={config.k}, r={config.r} ({config.patterns.mode}) has {num} erasure patterns, more "
+           f"than patterns.limit={config.patterns.limit}; lower k or r, or raise "
+           f"--config.patterns.limit={num} if you mean it")
+
+
+# ------------------------------------------------------------------------------ shapes
+
+
+def input_spec(data_config) -> tuple[tuple[int, ...], int]:
+  """(per-example input shape, classes) of the config's dataset, without reading it."""
+  from lcc_jax.data import sources  # pylint: disable=g-import-not-at-top
+  if data_config.name == "function":
+    return (data_config.input_dim,), data_config.num_outputs
+  if data_config.name == "digits":
+    return DIGITS_SPEC
+  if data_config.name in sources.SPECS:
+    spec = sources.SPECS[data_config.name]
+    return spec.shape, spec.num_classes
+  raise ConfigError(f"data.name={data_config.name!r}; known: "
+                    f"{', '.join(sorted(['digits', 'function', *sources.SPECS]))}")
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return text[0] if text else type(error).__name__
+
+
+def _built(field: str, build):
+  """``build()``, with a factory's complaint turned into a ConfigError naming ``field``."""
+  try:
+    return build()
+  except (ValueError, TypeError, KeyError) as e:
+    raise ConfigError(f"{field}: {_first_line(e)}") from None
+
+
+def _shape(fn, *args):
+  return jax.eval_shape(fn, *args)
+
+
+def check_shapes(config) -> None:
+  """Builds every component and checks at batch 1 that their shapes agree (no compile)."""
+  input_shape, num_classes = input_spec(config.data)
+  where = (f"(k={config.k}, r={config.r}, {config.data.name} input {tuple(input_shape)}, "
+           f"{num_classes} classes)")
+  _check_kwargs(config)
+  code, variables = _build(config, input_shape, num_classes, where)
+  _check_outputs(config, code, variables, tuple(input_shape), num_classes, where)
+  if config.loss == steps.PARITY_LOSS:
+    _require(code.decoder.parity_target is not None,
+             f"loss=parity_mse needs a decoder that defines the parity model's target "
+             f"(sub, mds, berrut, letcc); decoder.name={config.decoder.name!r} has none")
+  marked = [n for n in steps.COMPONENTS if config.train[n]]
+  _require(any(jax.tree.leaves(variables.get(n, {}).get("params", {})) for n in marked),
+           f"nothing to train: the components marked trainable ({marked}) have no parameters "
+           f"with encoder.name={config.encoder.name!r}, decoder.name={config.decoder.name!r}; "
+           "name a learned coder or set parity_model.name=same with train.parity_model=True")
+  _check_loss(code, variables, config, where)
+  if config.base_model.checkpoint:
+    check_base_checkpoint(config.base_model.checkpoint, variables["base_model"],
+                          config.base_model.name, input_shape, num_classes,
+                          dict(config.base_model.kwargs))
+
+
+def _build(config, input_shape, num_classes, where: str):
+  """(Code, variables as ShapeDtypeStructs) the run would build; factory errors named."""
+  from lcc_jax import train_lib  # pylint: disable=g-import-not-at-top  (train_lib imports us)
+  base = _built(f"base_model.name={config.base_model.name!r} with base_model.kwargs="
+                f"{dict(config.base_model.kwargs)}",
+                lambda: train_lib.build_base_model(config, input_shape, num_classes))
+  code = _built(f"encoder.name={config.encoder.name!r}, decoder.name={config.decoder.name!r}, "
+                f"parity_model.name={config.parity_model.name!r} {where}",
+                lambda: train_lib.build_code(config, input_shape, num_classes, base))
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a PRNGKey's shape: nothing runs eagerly
+  try:
+    variables = _shape(lambda key: train_lib.init_code_variables(code, base.init(key), key), key)
+  except Exception as e:  # pylint: disable=broad-except  (any failure: the config cannot run)
+    raise ConfigError(f"cannot initialise the components {where}: {_first_line(e)}") from None
+  return code, variables
+
+
+def _check_outputs(config, code, variables, input_shape, num_classes, where: str) -> None:
+  """F → classes; encoder → r inputs of F's shape; decoder: k + r outputs → k outputs."""
+  k, r = config.k, config.r
+  y = _apply(code.base_model, variables["base_model"],
+             (jax.ShapeDtypeStruct((1,) + input_shape, jnp.float32),),
+             f"base_model.name={config.base_model.name!r}", where)
+  _require(y.shape == (1, num_classes),
+           f"base_model.name={config.base_model.name!r} outputs {y.shape[1:]} per example but "
+           f"{config.data.name} has {num_classes} classes; fix base_model.kwargs")
+  # F (or F_P, built with the same input shape and classes) then runs on the parities as on
+  # any input: the encoder must make parities of F's per-example input shape.
+  parity = _apply(code.encoder, variables["encoder"],
+                  (jax.ShapeDtypeStruct((1, k) + input_shape, jnp.float32),),
+                  f"encoder.name={config.encoder.name!r}", where)
+  _require(parity.shape == (1, r) + input_shape,
+           f"encoder.name={config.encoder.name!r} with encoder.kwargs="
+           f"{dict(config.encoder.kwargs)} makes parities of shape {parity.shape[1:]} but F "
+           f"takes r={r} inputs of shape {input_shape}; fix encoder.kwargs or k/r")
+  recon = _apply(code.decoder, variables["decoder"],
+                 (jax.ShapeDtypeStruct((1, k + r, num_classes), jnp.float32),
+                  jax.ShapeDtypeStruct((k + r,), jnp.bool_)),
+                 f"decoder.name={config.decoder.name!r}", where)
+  _require(recon.shape == (1, k, num_classes),
+           f"decoder.name={config.decoder.name!r} with decoder.kwargs="
+           f"{dict(config.decoder.kwargs)} maps k+r={k + r} outputs of size {num_classes} to "
+           f"{recon.shape[1:]}, not k={k} reconstructions ({k}, {num_classes}); fix "
+           "decoder.kwargs or k/r")
+
+
+def _check_kwargs(config) -> None:
+  """Each component's kwargs are arguments its factory takes."""
+  parity = config.parity_model.name
+  fields = [("base_model", "base_model", config.base_model), ("encoder", "encoder", config.encoder),
+            ("decoder", "decoder", config.decoder)]
+  if parity not in ("", "same"):
+    fields.append(("parity_model", "base_model", config.parity_model))
+  for field, kind, cfg in fields:
+    params = inspect.signature(registry.get(kind, cfg.name)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+      continue
+    unknown = sorted(set(dict(cfg.kwargs)) - set(params))
+    _require(not unknown,
+             f"{field}.kwargs has {unknown}, which {kind} {cfg.name!r} does not take; it takes "
+             f"{', '.join(p for p in params if p not in ('input_shape', 'num_classes'))}")
+
+
+def _apply(fns, variables, inputs, what: str, where: str):
+  try:
+    return _shape(lambda v, *xs: fns.apply(v, *xs, train=False)[0], variables, *inputs)
+  except Exception as e:  # pylint: disable=broad-except
+    shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+    raise ConfigError(f"{what} cannot take inputs of shape {shapes} {where}: "
+                      f"{_first_line(e)}") from None
+
+
+def _check_loss(code, variables, config, where: str) -> None:
+  """The whole training objective at batch 1, as the train step computes it."""
+  input_shape, num_classes = input_spec(config.data)
+  unavail_PxN = erasure.patterns(config.k, config.r, config.patterns.mode,
+                                 limit=config.patterns.limit)
+  k = config.k
+  try:
+    value, _ = _shape(
+        lambda v, x, y, labels, w: steps.batch_loss(code, v, x, y, labels, w, unavail_PxN,
+                                                    loss=config.loss, train=False),
+        variables, jax.ShapeDtypeStruct((1, k) + tuple(input_shape), jnp.float32),
+        jax.ShapeDtypeStruct((1, k, num_classes), jnp.float32),
+        jax.ShapeDtypeStruct((1, k), jnp.int32), jax.ShapeDtypeStruct((1,), jnp.float32))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"loss={config.loss!r} cannot be computed for encoder "
+                      f"{config.encoder.name!r} / decoder {config.decoder.name!r} {where}: "
+                      f"{_first_line(e)}") from None
+  _require(value.shape == (), f"loss={config.loss!r} is not a scalar ({value.shape})")
+
+
+def check_base_checkpoint(path: str, template, name: str, input_shape, num_classes,
+                          kwargs: dict) -> None:
+  """``base_model.checkpoint`` exists and holds F of exactly this architecture."""
+  field = f"base_model.checkpoint={path}"
+  _require(os.path.exists(path),
+           f"{field} does not exist; give a run's WORKDIR/base folder or a PyTorch state-dict "
+           "file, or leave it empty to train F first")
+  if os.path.isfile(path):
+    from lcc_jax.models import torch_import  # pylint: disable=g-import-not-at-top
+    try:
+      torch_import.load_torch_state_dict(path, name, input_shape, num_classes, **kwargs)
+    except ImportError as e:
+      raise ConfigError(f"{field}: {_first_line(e)}") from None
+    except Exception as e:  # pylint: disable=broad-except  (torch's unpickling errors vary)
+      raise ConfigError(f"{field} is not a PyTorch state dict of base_model {name!r}: "
+                        f"{_first_line(e)}; pass the weights F was trained with") from None
+    return
+  from lcc_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  _require(checkpoint.has_variables(path),
+           f"{field} is a folder without a saved F (no {os.path.join(path, '0', 'variables')}); "
+           "give the base folder of a finished run (WORKDIR/base)")
+  try:
+    saved = checkpoint.variables_spec(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"{field} cannot be read ({_first_line(e)}); it was cut short or damaged: "
+                      "train F again (leave base_model.checkpoint empty)") from None
+  wanted = {jax.tree_util.keystr(p): tuple(leaf.shape)
+            for p, leaf in jax.tree_util.tree_flatten_with_path(template)[0]}
+  diffs = [f"{key}: saved {saved.get(key)}, model needs {wanted.get(key)}"
+           for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+  _require(not diffs,
+           f"{field} holds another architecture than base_model {name!r} with base_model.kwargs="
+           f"{kwargs} on input {tuple(input_shape)} ({len(diffs)} differences, e.g. "
+           f"{'; '.join(diffs[:2])}); set base_model.name/kwargs to F's, or use another "
+           "checkpoint")
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def check_devices(config, mesh) -> None:
+  """Global batch sizes split evenly over the devices of the mesh."""
+  devices = mesh.devices.size
+  for field in ("batch_size", "eval_batch_size"):
+    value = config.data[field]
+    fix = -(-value // devices) * devices
+    _require(value % devices == 0,
+             f"data.{field}={value} must be a multiple of the {devices} devices "
+             f"({jax.process_count()} process(es)): each device takes an equal share; e.g. "
+             f"--config.data.{field}={fix}")
+
+
+# ------------------------------------------------------------------------------ data files
+
+
+def check_data(data_config) -> None:
+  """The dataset can be obtained, and local original files are intact, before preparing."""
+  from lcc_jax import data  # pylint: disable=g-import-not-at-top
+  from lcc_jax.data import datasets, sources  # pylint: disable=g-import-not-at-top
+  cfg = datasets.fields(data_config)
+  name = cfg["name"]
+  if name not in sources.SPECS:
+    return
+  spec, folder = sources.SPECS[name], datasets.data_dir(cfg)
+  if sources.is_prepared(spec, folder):
+    return
+  if cfg["manual_dir"]:
+    _require(os.path.isdir(cfg["manual_dir"]),
+             f"data.manual_dir={cfg['manual_dir']} is not a folder; give the folder that holds "
+             f"{', '.join(spec.files)}")
+  _require(_writable(folder),
+           f"data.data_dir={folder}: {name} must be prepared there once, but it is not "
+           "writable; choose a writable --config.data.data_dir")
+  data.check_available(data_config)
+  local = sources.find_local(spec, cfg["manual_dir"])
+  if local:  # a download is checked against checksums.tsv by tfds itself
+    for filename in spec.files:
+      _check_file(os.path.join(local, filename), spec, name)
+
+
+def _published_sha256() -> dict[str, str]:
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checksums.tsv")
+  with open(path) as f:
+    rows = [line.split("\t") for line in f if line.strip()]
+  return {url: sha for url, _, sha, *_ in rows}
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _check_file(path: str, spec, name: str) -> None:
+  """A file equal to the published one is fine; any other must parse as the format says.
+
+  Debian recompresses the .gz files (other checksum, same content), so a checksum mismatch
+  alone is not an error; one that also fails to parse is reported with both facts.
+  """
+  from lcc_jax.data import sources  # pylint: disable=g-import-not-at-top
+  url = spec.url + os.path.basename(path)
+  expected = _published_sha256().get(url)
+  actual = _sha256(path)
+  if actual == expected:
+    return
+  try:
+    if spec.kind == "idx":
+      magic = 0x803 if "images" in path else 0x801
+      array = sources.read_idx(path, magic)
+      want = (28, 28) if magic == 0x803 else ()
+      if array.shape[1:] != want:
+        raise ValueError(f"holds arrays of shape {array.shape[1:]}, {name} needs {want}")
+      if magic == 0x801 and array.size and array.max() >= spec.num_classes:
+        raise ValueError(f"has label {array.max()}, {name} has {spec.num_classes} classes")
+    else:
+      for _, labels in sources.read_cifar(path, spec.kind).values():
+        if labels.size and labels.max() >= spec.num_classes:
+          raise ValueError(f"has label {labels.max()}, {name} has {spec.num_classes} classes")
+  except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error, tarfile.TarError,
+          pickle.UnpicklingError) as e:
+    published = (f"its sha256 {actual[:16]}… differs from the published {expected[:16]}… "
+                 if expected else "")
+    raise ConfigError(f"{path} is not an intact {name} file: {published}and it cannot be read "
+                      f"({type(e).__name__}: {_first_line(e)}); replace it with the original "
+                      f"from {url}") from None
+
+
+def _writable(path: str) -> bool:
+  probe = os.path.abspath(os.path.expanduser(path))
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  return os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
+
+
+# ------------------------------------------------------------------------------ workdir
+
+
+def check_workdir(workdir: str, config_dict: dict | None = None, *, overwrite: bool = False,
+                  eval_only: bool = False) -> None:
+  """The workdir can take this run: writable, and not holding a run of another config."""
+  from lcc_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   _require(bool(workdir), "--workdir is empty; give a folder for checkpoints and metrics")
   probe = os.path.abspath(workdir)
   while not os.path.exists(probe):
@@ -87,3 +497,111 @@ def check_workdir(workdir: str) -> None:
   _require(os.path.isdir(probe), f"--workdir {workdir}: {probe} exists and is not a folder")
   _require(os.access(probe, os.W_OK | os.X_OK),
            f"--workdir {workdir} is not writable ({probe}); choose a folder you can write to")
+  config_path = os.path.join(workdir, "config.json")
+  has_run = os.path.isfile(config_path)
+  if eval_only:
+    _require(not overwrite, "--eval_only with --overwrite would delete the run to evaluate; "
+                            "drop --overwrite")
+    _require(_has_checkpoint(os.path.join(workdir, "checkpoints")),
+             f"--eval_only: {workdir} holds no checkpoint to evaluate; train first (the same "
+             "command without --eval_only)")
+  if overwrite:
+    _require(not os.path.isdir(workdir) or has_run or not os.listdir(workdir),
+             f"--overwrite would delete {workdir}, which holds files but no run (no "
+             "config.json); refusing. Pass a run's workdir, or a new or empty folder")
+    return
+  if config_dict is None or not has_run:
+    return
+  try:
+    with open(config_path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{config_path} cannot be read ({_first_line(e)}); use another --workdir, "
+                      "or pass --overwrite to delete that run") from None
+  new = json.loads(json.dumps(config_dict, default=list))
+  diff = workdir_lib.config_differences(old, new)
+  if diff:
+    raise workdir_lib.WorkdirError(
+        f"workdir {workdir} holds a run of a different config (fields "
+        f"{', '.join(f'{f}: {_get(old, f)!r} → {_get(new, f)!r}' for f in diff[:4])}"
+        f"{' ...' if len(diff) > 4 else ''}); use another --workdir, or pass --overwrite to "
+        "delete that run")
+
+
+def _get(tree, dotted: str):
+  """``tree["a"]["b"]`` for "a.b" in a dict or ConfigDict; None when a part is missing."""
+  for part in dotted.split("."):
+    if not hasattr(tree, "keys") or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def _has_checkpoint(directory: str) -> bool:
+  """A finished orbax step folder (its name a number) exists; temporaries do not count."""
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+# ------------------------------------------------------------------------------ everything
+
+
+def check_run(config, workdir: str | None, *, mesh=None, overwrite: bool = False,
+              eval_only: bool = False) -> None:
+  """Every check of this module, cheapest first; raises ConfigError (or a subclass of
+  ValueError naming the problem) before anything is prepared, compiled or written.
+
+  ``workdir=None`` skips the workdir checks (processes other than the first).
+  """
+  check_config(config)
+  check_shapes(config)
+  if mesh is not None:
+    check_devices(config, mesh)
+  check_data(config.data)
+  if workdir is not None:
+    check_workdir(workdir, config.to_dict(), overwrite=overwrite, eval_only=eval_only)
+
+
+# ------------------------------------------------------------------------------ flags
+
+
+def explain_flags_error(args: list[str], error: BaseException, default_config: str) -> str:
+  """A one-line reason for a failure of absl's flag parsing (``--config`` and overrides)."""
+  specs = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+  spec = specs[-1] if specs else default_config
+  message = _first_line(error)
+  try:
+    config = load_config(spec)
+    for arg in args:
+      if arg.startswith("--config.") and "=" in arg:
+        check_override(config, arg, message)
+  except ConfigError as e:
+    return str(e)
+  return message
+
+
+def load_config(spec: str):
+  """``get_config`` of a ``--config=FILE[:ARG]`` value, errors as ConfigError."""
+  from lcc_jax import sweep  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  try:
+    return sweep.load_module(path).get_config(arg or None)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"--config={spec}: not valid JSON ({e}); fix the file or pass an "
+                      "upstream conf.json or sweep JSON") from None
+  except Exception as e:  # pylint: disable=broad-except  (a config file is user code)
+    raise ConfigError(f"--config={spec}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def check_override(config, arg: str, flag_error: str = "") -> None:
+  """``--config.a.b=VALUE`` names a field of ``config``; ``flag_error`` is absl's complaint."""
+  key, _, raw = arg[len("--config."):].partition("=")
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    fields = list(node.keys()) if hasattr(node, "keys") else []
+    _require(part in fields,
+             f"{arg}: the config has no field {'.'.join(parts[:i + 1])!r}; fields "
+             f"{'under ' + '.'.join(parts[:i]) if i else 'at the top'}: {', '.join(fields)}")
+    node = node[part]
+  if arg in flag_error:
+    raise ConfigError(f"{arg}: not a valid {type(node).__name__} for {key} (the config has "
+                      f"{key}={node!r}): {flag_error}")
