@@ -1,7 +1,7 @@
 """Checkpoints of the train state with orbax (the only module that imports orbax).
 
-Layout: ``WORKDIR/checkpoints/<epoch>/{state,meta}``; the step number is the number of finished
-epochs. Kept: the latest checkpoint and the best one by the config's validation metric
+Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``; the step number is the global training step
+(``meta`` holds the epoch). Kept: the latest checkpoint and the best one by the config's validation metric
 (``LatestN(1)`` + ``BestN(1)`` with ``best_fn`` set, so the metric is persisted and ``best_step``
 survives a restart). A checkpoint is saved when an epoch is a multiple of ``checkpoint_every``,
 when it is the best so far (upstream could record a best epoch it never wrote, §13.10), and at

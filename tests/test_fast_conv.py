@@ -91,3 +91,17 @@ def test_bad_arguments_are_named():
     fast_conv.dilated_conv(x[..., :2], kernel, bias, 1)
   with pytest.raises(ValueError, match="chunk"):
     fast_conv.dilated_conv(x, kernel, bias, 1, chunk=0)
+
+
+def test_conv_encoder_matmul_impl_equals_xla_impl():
+  from lcc_jax import registry
+  kwargs = dict(k=2, r=1, input_shape=(12, 12, 1), num_classes=10)
+  xla = registry.build("encoder", "conv", impl="xla", **kwargs)
+  matmul = registry.build("encoder", "conv", impl="matmul", **kwargs)
+  variables = xla.init(jax.random.PRNGKey(0))
+  same_tree = jax.tree.map(lambda a, b: a.shape == b.shape, variables,
+                           matmul.init(jax.random.PRNGKey(0)))
+  assert all(jax.tree.leaves(same_tree))
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 12, 12, 1))
+  np.testing.assert_allclose(matmul.apply(variables, x)[0], xla.apply(variables, x)[0],
+                             rtol=1e-4, atol=1e-5)

@@ -7,14 +7,17 @@ to r output channels, one per parity plane.
 from __future__ import annotations
 
 import flax.linen as linen
+import jax
 import jax.numpy as jnp
 
 from lcc_jax import nn, registry
-from lcc_jax.coders import channels
+from lcc_jax.coders import channels, fast_conv
 
 DILATIONS = (1, 1, 2, 4, 8, 1)
-# Convolution implementations selectable with `impl=`; only XLA's native one so far.
-IMPLS = ("xla",)
+# Convolution implementations selectable with `impl=`: XLA's native convolution, or the same
+# convolution as matmuls over patches (coders/fast_conv.py), 1.6–3.6× faster on CPU where XLA's
+# dilated-conv backward pass is slow (BENCHMARKS.md). Same variables either way.
+IMPLS = ("xla", "matmul")
 
 
 class ConvEncoder(linen.Module):
@@ -35,13 +38,14 @@ class ConvEncoder(linen.Module):
     m = planes_MxKxD.shape[0]
     act = jnp.transpose(planes_MxKxD.reshape(m, self.k, h, w), (0, 2, 3, 1))  # (M, H, W, K)
     width = self.intermediate_channels_multiplier * self.k
-    for dilation in DILATIONS:  # (M, H, W, c) after the first layer
-      act = linen.relu(self._conv(width, 3, dilation, act.shape[-1])(act))
-    out_MxHxWxR = self._conv(self.r, 1, 1, width)(act)
+    for i, dilation in enumerate(DILATIONS):  # (M, H, W, c) after the first layer
+      act = linen.relu(self._conv(width, 3, dilation, act.shape[-1], f"Conv_{i}")(act))
+    out_MxHxWxR = self._conv(self.r, 1, 1, width, f"Conv_{len(DILATIONS)}")(act)
     parity_MxRxD = jnp.transpose(out_MxHxWxR, (0, 3, 1, 2)).reshape(m, self.r, h * w)
     return channels.from_planes(parity_MxRxD, self.input_shape, self.channel_mode)
 
-  def _conv(self, features: int, size: int, dilation: int, in_features: int) -> linen.Module:
+  def _conv(self, features: int, size: int, dilation: int, in_features: int,
+            name: str) -> linen.Module:
     """One stride-1 SAME-sized convolution (padding = dilation for 3×3, as upstream).
 
     The single place where another ``impl`` would plug in (bench/ subclasses it already).
@@ -50,10 +54,14 @@ class ConvEncoder(linen.Module):
       kernel_init, bias_init = nn.conv_init, nn.zeros
     else:  # parity-models skipped init_weights for its learned coders (REFERENCE.md §13.6)
       kernel_init = bias_init = nn.torch_default_init(in_features * size * size)
+    if self.impl == "matmul":
+      chunk = fast_conv.CPU_CHUNK if jax.default_backend() == "cpu" else None
+      return fast_conv.MatmulConv(features, size, dilation, kernel_init, bias_init, chunk,
+                                  name=name)
     pad = dilation * (size // 2)
     return linen.Conv(features, (size, size), kernel_dilation=(dilation, dilation),
                       padding=((pad, pad), (pad, pad)), kernel_init=kernel_init,
-                      bias_init=bias_init)
+                      bias_init=bias_init, name=name)
 
 
 @registry.register("encoder", "conv")
