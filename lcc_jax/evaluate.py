@@ -425,11 +425,6 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _outputs_tag(config, dataset) -> str:
-  """train_and_evaluate's cache tag for F's outputs, so its cached files are reused."""
-  return f"{dataset.name}/{config.base_model.name}/{config.get('data').get('fn', '')}"
-
-
 def load_run(workdir: str, *, restore: bool = True) -> Run:
   """Rebuilds a run; with ``restore`` also its code at the best checkpoint (else the latest)."""
   config = read_config(workdir)
@@ -445,7 +440,7 @@ def load_run(workdir: str, *, restore: bool = True) -> Run:
   base_variables, _ = train_lib.load_or_train_base_model(config, dataset, split, workdir,
                                                          base_fns, progress=False)
   cache_dir = os.path.join(workdir, "cache")
-  tag = _outputs_tag(config, dataset)
+  tag = train_lib.outputs_tag(config, dataset)
   y_train = data.cached_outputs(base_fns.apply, base_variables, dataset.x_train, cache_dir,
                                 f"{tag}/train")
   y_test = data.cached_outputs(base_fns.apply, base_variables, dataset.x_test, cache_dir,

@@ -133,6 +133,11 @@ def load_or_train_base_model(config, dataset: data.Dataset, split, workdir: str,
   return variables, {**meta, "source": base_dir}
 
 
+def outputs_tag(config, dataset) -> str:
+  """Cache tag of F's outputs (names the function too, for a parameter-free F)."""
+  return f"{dataset.name}/{config.base_model.name}/{config.get('data').get('fn', '')}"
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -234,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
                                                        progress=progress)
   f_hash = data.variables_hash(base_variables)
   cache_dir = os.path.join(workdir, "cache")
-  tag = f"{dataset.name}/{config.base_model.name}/{config.get('data').get('fn', '')}"
+  tag = outputs_tag(config, dataset)
   y_train = data.cached_outputs(base_fns.apply, base_variables, dataset.x_train, cache_dir,
                                 f"{tag}/train")
   y_test = data.cached_outputs(base_fns.apply, base_variables, dataset.x_test, cache_dir,
