@@ -27,15 +27,6 @@ def _load(name, tmp_path, **fields):
                     "manual_dir": str(tmp_path / "manual"), **fields})
 
 
-@pytest.fixture
-def offline(monkeypatch):
-  """Every HTTP(S) request goes to a closed local port: 'no network' without touching one."""
-  for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-    monkeypatch.setenv(var, "http://127.0.0.1:9")
-  for var in ("NO_PROXY", "no_proxy"):
-    monkeypatch.delenv(var, raising=False)
-
-
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_idx_files_prepare_and_read_in_order(name, tmp_path, offline):
   train_x, train_y, test_x, test_y = fixtures_data.write_mnist_files(str(tmp_path / "manual"))

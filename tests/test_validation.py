@@ -83,15 +83,6 @@ def _assert_names(line: str, *fragments: str) -> None:
     assert fragment in line, f"{fragment!r} not in {line!r}"
 
 
-@pytest.fixture
-def offline(monkeypatch):
-  """Every HTTP(S) request goes to a closed local port: 'no network' without touching one."""
-  for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-    monkeypatch.setenv(var, "http://127.0.0.1:9")
-  for var in ("NO_PROXY", "no_proxy"):
-    monkeypatch.delenv(var, raising=False)
-
-
 # --- config values and component shapes ---------------------------------------------------------
 
 CONFIG_CASES = [
