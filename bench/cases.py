@@ -5,37 +5,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcc_jax import coding, erasure, nn, optim, registry, steps
-from lcc_jax.coders import conv, fast_conv
+from lcc_jax import coding, erasure, optim, registry, steps
 
 MNIST_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 
 
-class MatmulConvEncoder(conv.ConvEncoder):
-  """The ConvEncoder with its convolutions as matmuls over patches (lcc_jax.coders.fast_conv);
-  used only while conv.py has no ``impl="matmul"`` of its own."""
-
-  def _conv(self, features, size, dilation, in_features):
-    if self.upstream_init:
-      kernel_init, bias_init = nn.conv_init, nn.zeros
-    else:
-      kernel_init = bias_init = nn.torch_default_init(in_features * size * size)
-    # Chunks keep patches in a CPU's cache; accelerators' fast memory takes the whole batch.
-    chunk = fast_conv.CPU_CHUNK if jax.default_backend() == "cpu" else None
-    return fast_conv.MatmulConv(features, size, dilation, kernel_init, bias_init, chunk)
-
-
 def build_encoder(encoder: str, k: int, r: int, input_shape=MNIST_SHAPE, conv_impl="matmul"):
-  """The registered encoder; "conv" with ``conv_impl`` "xla" (XLA's convolution) or "matmul"."""
-  if encoder != "conv":
-    return registry.build("encoder", encoder, k=k, r=r, input_shape=input_shape)
-  if conv_impl in conv.IMPLS:
-    return registry.build("encoder", "conv", k=k, r=r, input_shape=input_shape, impl=conv_impl)
-  if conv_impl != "matmul":
-    raise ValueError(f"unknown conv_impl {conv_impl!r}")
-  module = MatmulConvEncoder(k, r, tuple(input_shape))
-  return nn.from_linen(module, jnp.zeros((1, k) + tuple(input_shape), jnp.float32))
+  """The registered encoder; "conv" with ``conv_impl`` one of coders/conv.py's IMPLS."""
+  kwargs = {"impl": conv_impl} if encoder == "conv" else {}
+  return registry.build("encoder", encoder, k=k, r=r, input_shape=input_shape, **kwargs)
 
 
 def build_code(encoder: str, k: int, r: int, input_shape=MNIST_SHAPE, conv_impl="matmul",

@@ -146,7 +146,10 @@ def to_config(run: Run, base: Callable[[], ml_collections.ConfigDict]) -> ml_col
   c.base_model.name = run.model
   c.base_model.kwargs = dict(run.model_kwargs)
   c.base_model.checkpoint = run.checkpoint
-  c.encoder.name, c.encoder.kwargs = run.encoder, dict(run.encoder_kwargs)
+  # impl picks the convolution implementation (ours, coders/conv.py); listed so that a locked
+  # config accepts --config.encoder.kwargs.impl=xla|matmul.
+  c.encoder.name = run.encoder
+  c.encoder.kwargs = ({"impl": "auto"} if run.encoder == "conv" else {}) | run.encoder_kwargs
   c.decoder.name = run.decoder
   c.parity_model.name = run.parity_model
   c.upstream_init = run.upstream_init

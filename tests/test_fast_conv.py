@@ -105,3 +105,11 @@ def test_conv_encoder_matmul_impl_equals_xla_impl():
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 12, 12, 1))
   np.testing.assert_allclose(matmul.apply(variables, x)[0], xla.apply(variables, x)[0],
                              rtol=1e-4, atol=1e-5)
+
+
+def test_auto_impl_is_matmul_on_cpu_and_xla_on_accelerators(monkeypatch):
+  from lcc_jax.coders import conv
+  assert conv.resolve_impl("auto") == "matmul"  # conftest pins the CPU backend
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert conv.resolve_impl("auto") == "xla"
+  assert conv.resolve_impl("matmul") == "matmul"

@@ -54,7 +54,7 @@ def test_learned_cc_mnist_conv_maps_every_field(caplog):
   assert (c.k, c.r, c.data.name, c.data.batch_size, c.num_epochs) == (2, 1, "mnist", 64, 500)
   assert (c.base_model.name, c.base_model.kwargs.to_dict()) == ("base-mlp", {})
   assert c.encoder.name == "conv"
-  assert c.encoder.kwargs.to_dict() == {"intermediate_channels_multiplier": 20}
+  assert c.encoder.kwargs.to_dict() == {"intermediate_channels_multiplier": 20, "impl": "auto"}
   assert (c.decoder.name, c.loss) == ("mlp", "kl")
   assert (c.optim.name, c.optim.lr, c.optim.weight_decay) == ("adam", 1e-3, 1e-5)
   assert (c.train.encoder, c.train.decoder, c.train.parity_model) == (True, True, False)

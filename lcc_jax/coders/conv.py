@@ -16,8 +16,18 @@ from lcc_jax.coders import channels, fast_conv
 DILATIONS = (1, 1, 2, 4, 8, 1)
 # Convolution implementations selectable with `impl=`: XLA's native convolution, or the same
 # convolution as matmuls over patches (coders/fast_conv.py), 1.6–3.6× faster on CPU where XLA's
-# dilated-conv backward pass is slow (BENCHMARKS.md). Same variables either way.
-IMPLS = ("xla", "matmul")
+# dilated-conv backward pass is slow (BENCHMARKS.md). "auto" takes matmul on CPU and XLA's
+# convolution (cuDNN) on accelerators. Same variables either way, so checkpoints move freely.
+IMPLS = ("auto", "xla", "matmul")
+
+
+def resolve_impl(impl: str) -> str:
+  """"auto" → the faster implementation for the default backend; others unchanged."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown conv encoder impl {impl!r}; known: {list(IMPLS)}")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 class ConvEncoder(linen.Module):
@@ -28,7 +38,7 @@ class ConvEncoder(linen.Module):
   channel_mode: str = "per_channel"
   intermediate_channels_multiplier: int = 20
   upstream_init: bool = True
-  impl: str = "xla"
+  impl: str = "xla"  # "xla" or "matmul"; conv_encoder resolves "auto"
 
   @linen.compact
   def __call__(self, x_BxKxI, train: bool = False):
@@ -66,13 +76,11 @@ class ConvEncoder(linen.Module):
 
 @registry.register("encoder", "conv")
 def conv_encoder(*, k, r, input_shape, num_classes=None, channel_mode="per_channel",
-                 intermediate_channels_multiplier=20, upstream_init=True, impl="xla"):
+                 intermediate_channels_multiplier=20, upstream_init=True, impl="auto"):
   """Upstream's ConvEncoder; vector inputs of s² values are viewed as s×s planes."""
   del num_classes
   channels.check_mode(channel_mode)
   channels.image_shape(tuple(input_shape))  # fails early on a non-image shape
-  if impl not in IMPLS:
-    raise ValueError(f"unknown conv encoder impl {impl!r}; known: {list(IMPLS)}")
   module = ConvEncoder(k, r, tuple(input_shape), channel_mode, intermediate_channels_multiplier,
-                       upstream_init, impl)
+                       upstream_init, resolve_impl(impl))
   return nn.from_linen(module, jnp.zeros((1, k) + tuple(input_shape), jnp.float32))
