@@ -40,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--only", default=",".join(BENCHES),
                       help=f"comma-separated subset of {','.join(BENCHES + EXTRA)}")
   parser.add_argument("--both_convs", action=argparse.BooleanOptionalAction, default=None,
-                      help="time the conv encoder with both convolutions, fast_conv's matmuls "
-                      "and XLA's own (default: yes, except with --quick)")
+                      help="time the conv encoder with every implementation (hybrid, "
+                      "fast_conv's matmuls, XLA's own), not only impl=auto's choice (default: "
+                      "yes, except with --quick)")
   parser.add_argument("--torch_ftz", action=argparse.BooleanOptionalAction, default=True,
                       help="PyTorch flushes denormals to zero, as XLA's CPU backend does")
   parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the full results")

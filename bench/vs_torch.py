@@ -5,6 +5,8 @@ same thread count; the implementations alternate within one process (common.alte
 """
 from __future__ import annotations
 
+from lcc_jax.coders import conv
+
 from bench import cases, common
 
 # (name, encoder, k, batch of groups): upstream's base-mlp configurations.
@@ -30,19 +32,18 @@ def torch_device(torch_module) -> str:
 def run(quick: bool, torch_module, both_convs: bool) -> tuple[list[dict], dict]:
   """Rows for the table and the headline ratios (None where torch is missing).
 
-  The conv encoder runs on fast_conv's matmuls on CPUs and on XLA's convolution (cuDNN)
-  elsewhere; ``both_convs`` times the other one too.
+  The conv encoder runs with the implementation ``impl="auto"`` picks (hybrid on CPUs, XLA's
+  convolution, i.e. cuDNN, elsewhere); ``both_convs`` times the other implementations too.
   """
-  import jax
-  conv_impl = "matmul" if jax.default_backend() == "cpu" else "xla"
+  conv_impl = conv.resolve_impl("auto")
   rows, headline = [], {}
   device = torch_device(torch_module) if torch_module is not None else None
   for name, encoder, k, batch in CASES:
     runs = {"lcc_jax": cases.TrainLoop(encoder, k, 1, batch, conv_impl=conv_impl, num=NUM)}
     if encoder == "conv" and both_convs:
-      other = "xla" if conv_impl == "matmul" else "matmul"
-      runs[f"lcc_jax ({other} conv)"] = cases.TrainLoop(encoder, k, 1, batch, conv_impl=other,
-                                                        num=NUM)
+      for other in sorted(set(conv.IMPLS) - {"auto", conv_impl}):
+        runs[f"lcc_jax ({other} conv)"] = cases.TrainLoop(encoder, k, 1, batch, conv_impl=other,
+                                                          num=NUM)
     if torch_module is not None:
       runs["pytorch"] = torch_module.TorchLoop(encoder, k, cases.batch_indices(NUM, batch, k, 8),
                                                num=NUM, device=device)

@@ -10,7 +10,7 @@ from lcc_jax.coders import fast_conv
 
 
 # Jitted: eager dispatch of the nine slices and the chunk loop would dominate the test time.
-_conv = jax.jit(fast_conv.dilated_conv, static_argnums=3, static_argnames="chunk")
+_conv = jax.jit(fast_conv.dilated_conv, static_argnums=3, static_argnames=("chunk", "xla_forward"))
 
 
 def _xla_conv(x, kernel, bias, dilation):
@@ -27,13 +27,16 @@ def _inputs(n=2, h=9, w=7, c_in=3, c_out=4, seed=0):
           jax.random.normal(kb, (c_out,)))
 
 
-@pytest.mark.parametrize("dilation,chunk", [(1, None), (2, 2), (8, 1)])
-def test_values_and_gradients_equal_xla_conv(dilation, chunk):
+@pytest.mark.parametrize("dilation,chunk,xla_forward", [
+    (1, None, False), (2, 2, False), (8, 1, False), (1, None, True), (2, 2, True), (8, 1, True)])
+def test_values_and_gradients_equal_xla_conv(dilation, chunk, xla_forward):
   # 5 images: chunks of 2 leave a remainder (padded, then dropped). Dilation 8 on a 9×7 image:
-  # most taps fall in the padding, which must read as zeros.
+  # most taps fall in the padding, which must read as zeros. xla_forward: only the kernel
+  # gradient is ours (the hybrid).
   x, kernel, bias = _inputs(n=5)
-  ours = functools.partial(fast_conv.dilated_conv, chunk=chunk)
-  np.testing.assert_allclose(_conv(x, kernel, bias, dilation, chunk=chunk),
+  ours = functools.partial(fast_conv.dilated_conv, chunk=chunk, xla_forward=xla_forward)
+  np.testing.assert_allclose(_conv(x, kernel, bias, dilation, chunk=chunk,
+                                   xla_forward=xla_forward),
                              _xla_conv(x, kernel, bias, dilation), rtol=1e-5, atol=1e-5)
   cot = jax.random.normal(jax.random.key(9), x.shape[:3] + (kernel.shape[-1],))
 
@@ -93,23 +96,24 @@ def test_bad_arguments_are_named():
     fast_conv.dilated_conv(x, kernel, bias, 1, chunk=0)
 
 
-def test_conv_encoder_matmul_impl_equals_xla_impl():
+@pytest.mark.parametrize("impl", ["matmul", "hybrid"])
+def test_conv_encoder_impl_equals_xla_impl(impl):
   from lcc_jax import registry
   kwargs = dict(k=2, r=1, input_shape=(12, 12, 1), num_classes=10)
   xla = registry.build("encoder", "conv", impl="xla", **kwargs)
-  matmul = registry.build("encoder", "conv", impl="matmul", **kwargs)
+  ours = registry.build("encoder", "conv", impl=impl, **kwargs)
   variables = xla.init(jax.random.PRNGKey(0))
   same_tree = jax.tree.map(lambda a, b: a.shape == b.shape, variables,
-                           matmul.init(jax.random.PRNGKey(0)))
+                           ours.init(jax.random.PRNGKey(0)))
   assert all(jax.tree.leaves(same_tree))
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 12, 12, 1))
-  np.testing.assert_allclose(matmul.apply(variables, x)[0], xla.apply(variables, x)[0],
+  np.testing.assert_allclose(ours.apply(variables, x)[0], xla.apply(variables, x)[0],
                              rtol=1e-4, atol=1e-5)
 
 
-def test_auto_impl_is_matmul_on_cpu_and_xla_on_accelerators(monkeypatch):
+def test_auto_impl_is_hybrid_on_cpu_and_xla_on_accelerators(monkeypatch):
   from lcc_jax.coders import conv
-  assert conv.resolve_impl("auto") == "matmul"  # conftest pins the CPU backend
+  assert conv.resolve_impl("auto") == "hybrid"  # conftest pins the CPU backend
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert conv.resolve_impl("auto") == "xla"
   assert conv.resolve_impl("matmul") == "matmul"

@@ -14,11 +14,12 @@ from lcc_jax import nn, registry
 from lcc_jax.coders import channels, fast_conv
 
 DILATIONS = (1, 1, 2, 4, 8, 1)
-# Convolution implementations selectable with `impl=`: XLA's native convolution, or the same
-# convolution as matmuls over patches (coders/fast_conv.py), 1.6–3.6× faster on CPU where XLA's
-# dilated-conv backward pass is slow (BENCHMARKS.md). "auto" takes matmul on CPU and XLA's
-# convolution (cuDNN) on accelerators. Same variables either way, so checkpoints move freely.
-IMPLS = ("auto", "xla", "matmul")
+# Convolution implementations selectable with `impl=`: XLA's native convolution; the same
+# convolution as matmuls over patches (coders/fast_conv.py); or "hybrid", XLA's convolution
+# with the kernel gradient as matmuls over patches, the one part XLA's CPU backend is slow at
+# (BENCHMARKS.md). "auto" takes hybrid on CPU and XLA's convolution (cuDNN) on accelerators.
+# Same variables either way, so checkpoints move freely.
+IMPLS = ("auto", "xla", "matmul", "hybrid")
 
 
 def resolve_impl(impl: str) -> str:
@@ -26,7 +27,7 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f"unknown conv encoder impl {impl!r}; known: {list(IMPLS)}")
   if impl == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return "hybrid" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
@@ -38,7 +39,7 @@ class ConvEncoder(linen.Module):
   channel_mode: str = "per_channel"
   intermediate_channels_multiplier: int = 20
   upstream_init: bool = True
-  impl: str = "xla"  # "xla" or "matmul"; conv_encoder resolves "auto"
+  impl: str = "xla"  # "xla", "matmul" or "hybrid"; conv_encoder resolves "auto"
 
   @linen.compact
   def __call__(self, x_BxKxI, train: bool = False):
@@ -64,10 +65,10 @@ class ConvEncoder(linen.Module):
       kernel_init, bias_init = nn.conv_init, nn.zeros
     else:  # parity-models skipped init_weights for its learned coders (REFERENCE.md §13.6)
       kernel_init = bias_init = nn.torch_default_init(in_features * size * size)
-    if self.impl == "matmul":
+    if self.impl in ("matmul", "hybrid"):
       chunk = fast_conv.CPU_CHUNK if jax.default_backend() == "cpu" else None
       return fast_conv.MatmulConv(features, size, dilation, kernel_init, bias_init, chunk,
-                                  name=name)
+                                  xla_forward=self.impl == "hybrid", name=name)
     pad = dilation * (size // 2)
     return linen.Conv(features, (size, size), kernel_dilation=(dilation, dilation),
                       padding=((pad, pad), (pad, pad)), kernel_init=kernel_init,
