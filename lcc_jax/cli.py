@@ -1,6 +1,7 @@
 """What train.py does with a config: run it, dry-run it, and turn input errors into one line."""
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -51,7 +52,9 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
           f"best epoch {summary['best_epoch']}: test degraded-mode top-1 "
           f"{test['degraded_top1']:.4f}, reconstruction top-1 {test['reconstruction_top1']:.4f}"
           f" over {summary['num_patterns']} patterns")
-  print(f"wrote {workdir}/summary.json, metrics.jsonl, curves.png, patterns.png")
+  written = [f for f in ("summary.json", "metrics.jsonl", "curves.png", "patterns.png")
+             if os.path.exists(os.path.join(workdir, f))]  # no plots without code epochs
+  print(f"wrote {workdir}/{', '.join(written)}")
   return 0
 
 

@@ -107,3 +107,15 @@ def test_parity_model_run_trains_f_p_and_keeps_f(tmp_path):
   assert info["encoder_params"] == info["decoder_params"] == 0
   assert summary["parity_model"] == "base-mlp"
   assert np.isfinite(summary["test"]["degraded_top1"])
+
+
+def test_zero_epochs_trains_only_f_and_reports_what_it_wrote(tmp_path, capsys):
+  config = tiny.get_config()
+  config.num_epochs = 0
+  assert cli.run(config, str(tmp_path), progress=False) == 0
+  assert os.path.isdir(tmp_path / "base" / "0")
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert 0.2 < summary["base_model"]["test_accuracy"] <= 1.0  # tiny F: above chance (10 %)
+  assert not (tmp_path / "curves.png").exists()
+  out = capsys.readouterr().out
+  assert "summary.json" in out and "curves.png" not in out
