@@ -6,9 +6,10 @@
 # Uses that machine's own python3 (its image holds jax with CUDA, flax, optax and a CUDA torch;
 # nothing can be installed there). Both sides compute in true float32 (JAX at "highest"
 # precision, torch with its default, TF32 off), PyTorch runs on the GPU too, and the conv
-# encoder uses XLA's (cuDNN) convolution. Writes bench.json and bench.txt to $OUT (the device
-# tool's output folder) or bench/results/; the printed table ends with the 500-epoch MNIST
-# estimate (training steps only) and the headline JSON line.
+# encoder uses XLA's (cuDNN) convolution (the matmul and hybrid ones timed beside it). Writes
+# bench.json and bench.txt to $OUT (the device tool's output folder) or bench/results/; the
+# printed table ends with the 500-epoch MNIST estimate (training steps only) and the headline
+# JSON line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

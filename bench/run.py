@@ -23,8 +23,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench import common  # noqa: E402  (no jax import: threads are set before jax loads)
 
 BENCHES = ("vs_torch", "patterns", "roofline", "sweep")
-# Opt-in (--only epoch): trains F and a few epochs of a real run on prepared data (~2 min).
-EXTRA = ("epoch",)
+# Opt-in (--only epoch): trains F and a few epochs of a real run on prepared data (~2 min);
+# (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min).
+EXTRA = ("epoch", "conv_layer")
 HEADLINE_KEYS = ("speedup_vs_torch_mlp_k2", "speedup_vs_torch_conv_k2", "speedup_vs_torch_mlp_k4",
                  "all_vs_one_pattern_step_k4r2", "sweep_speedup_vs_loop_k4r2",
                  "roofline_fraction_mlp_k2")
@@ -154,6 +155,11 @@ def main(argv=None) -> dict:
     more_rows, more = timed("epoch", epoch.run, args.quick)
     rows += more_rows
     info["epoch"] = more["epoch"]
+  if "conv_layer" in only:
+    from bench import conv_layer
+    more_rows, more = timed("conv_layer", conv_layer.run, args.quick)
+    rows += more_rows
+    info.update(more)
   info["load_average_end"] = common.load_average()
   info["seconds"] = time.perf_counter() - started
 
