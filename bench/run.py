@@ -116,11 +116,13 @@ def main(argv=None) -> dict:
   info["seconds_by_bench"] = seconds = {}
 
   def timed(name, fn, *fn_args):
+    """Runs one benchmark, adds its rows to the table, returns its figures."""
     start = time.perf_counter()
-    out = fn(*fn_args)
+    more_rows, more = fn(*fn_args)
     seconds[name] = time.perf_counter() - start
     print(f"[bench] {name}: {seconds[name]:.0f} s", file=sys.stderr, flush=True)
-    return out
+    rows.extend(more_rows)
+    return more
 
   if "vs_torch" in only:
     if torch_module is None:
@@ -131,35 +133,25 @@ def main(argv=None) -> dict:
       info["torch"] = torch.__version__
       info["torch_flush_denormal"] = args.torch_ftz
     both_convs = (not args.quick) if args.both_convs is None else args.both_convs
-    more_rows, more = timed("vs_torch", vs_torch.run, args.quick, torch_module, both_convs)
-    rows += more_rows
+    more = timed("vs_torch", vs_torch.run, args.quick, torch_module, both_convs)
     headline.update(more)
     info["mnist_500_epochs_train_steps_h"] = {
         name: mnist_run_hours(more[f"step_s_{name}"], k, batch)
         for name, _, k, batch in vs_torch.CASES}
   if "patterns" in only:
-    more_rows, more = timed("patterns", all_patterns.run, args.quick)
-    rows += more_rows
-    headline.update(more)
+    headline.update(timed("patterns", all_patterns.run, args.quick))
   if "roofline" in only:
-    more_rows, more = timed("roofline", roofline.run, args.quick)
-    rows += more_rows
+    more = timed("roofline", roofline.run, args.quick)
     info["roofline"] = more.pop("roofline")
     headline.update(more)
   if "sweep" in only:
-    more_rows, more = timed("sweep", sweep.run, args.quick)
-    rows += more_rows
-    headline.update(more)
+    headline.update(timed("sweep", sweep.run, args.quick))
   if "epoch" in only:
     from bench import epoch  # imports the training loop and configs only when asked for
-    more_rows, more = timed("epoch", epoch.run, args.quick)
-    rows += more_rows
-    info["epoch"] = more["epoch"]
+    info["epoch"] = timed("epoch", epoch.run, args.quick)["epoch"]
   if "conv_layer" in only:
     from bench import conv_layer
-    more_rows, more = timed("conv_layer", conv_layer.run, args.quick)
-    rows += more_rows
-    info.update(more)
+    info.update(timed("conv_layer", conv_layer.run, args.quick))
   info["load_average_end"] = common.load_average()
   info["seconds"] = time.perf_counter() - started
 

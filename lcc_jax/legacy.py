@@ -147,7 +147,7 @@ def to_config(run: Run, base: Callable[[], ml_collections.ConfigDict]) -> ml_col
   c.base_model.kwargs = dict(run.model_kwargs)
   c.base_model.checkpoint = run.checkpoint
   # impl picks the convolution implementation (ours, coders/conv.py); listed so that a locked
-  # config accepts --config.encoder.kwargs.impl=xla|matmul.
+  # config accepts --config.encoder.kwargs.impl=xla|matmul|hybrid.
   c.encoder.name = run.encoder
   c.encoder.kwargs = ({"impl": "auto"} if run.encoder == "conv" else {}) | run.encoder_kwargs
   c.decoder.name = run.decoder

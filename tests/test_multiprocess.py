@@ -54,18 +54,23 @@ def _launch(commands, devices_per_process: int, tmp_path) -> None:
                 + "\n".join(tails))
 
 
-def test_two_processes_step_like_one_process(tmp_path):
+def _two_processes_and_one(mode: str, tmp_path):
+  """Runs the worker's ``mode`` in 2 processes × 2 CPU devices (into tmp_path/two), then as the
+  reference in one process with one device (tmp_path/one); returns (two, one)."""
   two, one = tmp_path / "two", tmp_path / "one"
   two.mkdir()
   one.mkdir()
   port = _free_port()
-  # 2 processes × 2 CPU devices: one global batch of 8 groups over 4 devices.
-  _launch([[sys.executable, WORKER, "step", str(two), str(port), "2", str(i)]
-           for i in range(2)],
+  _launch([[sys.executable, WORKER, mode, str(two), str(port), "2", str(i)] for i in range(2)],
           devices_per_process=2, tmp_path=tmp_path)
-  # The reference: one process, one device, the same global batches.
-  _launch([[sys.executable, WORKER, "step", str(one), "0", "1", "0"]], devices_per_process=1,
+  _launch([[sys.executable, WORKER, mode, str(one), "0", "1", "0"]], devices_per_process=1,
           tmp_path=tmp_path)
+  return two, one
+
+
+def test_two_processes_step_like_one_process(tmp_path):
+  # One global batch of 8 groups over the 4 devices, against the same batches on one device.
+  two, one = _two_processes_and_one("step", tmp_path)
 
   ref = np.load(one / "params_0.npz")
   for pid in range(2):
@@ -112,14 +117,7 @@ def _checkpoint_params(workdir):
 
 @pytest.mark.slow  # ~75 s of CPU: F is trained in each process, then one epoch of the code
 def test_two_processes_run_train_and_evaluate_like_one(tmp_path):
-  two, one = tmp_path / "two", tmp_path / "one"
-  two.mkdir()
-  one.mkdir()
-  port = _free_port()
-  _launch([[sys.executable, WORKER, "train", str(two), str(port), "2", str(i)]
-           for i in range(2)], devices_per_process=2, tmp_path=tmp_path)
-  _launch([[sys.executable, WORKER, "train", str(one), "0", "1", "0"]], devices_per_process=1,
-          tmp_path=tmp_path)
+  two, one = _two_processes_and_one("train", tmp_path)
 
   writes = [set(json.loads((two / f"writes_{pid}.json").read_text())) for pid in range(2)]
   for name in ("metrics.jsonl", "summary.json", "run_info.json", "config.json"):
