@@ -6,17 +6,22 @@ Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``; the step number is the glob
 survives a restart). A checkpoint is saved when an epoch is a multiple of ``checkpoint_every``,
 when it is the best so far (upstream could record a best epoch it never wrote, §13.10), and at
 the end. orbax writes into a temporary folder and renames it when complete, so a killed run
-never leaves a checkpoint that a restore would pick up half-written.
+never leaves a checkpoint that a restore would pick up half-written. Dropping an old checkpoint
+is made atomic the same way: orbax renames it into ``checkpoints/deleted/`` (``TRASH``), which
+we empty afterwards; deleted in place, a kill mid-deletion left a step folder without its
+metadata that looked finished.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 BEST_KEY = "best_metric"
+TRASH = "deleted"  # not a step number, so orbax never lists it as a checkpoint
 
 
 class Checkpoints:
@@ -37,9 +42,12 @@ class Checkpoints:
         cleanup_tmp_directories=not read_only,
         # Synchronous saves: a checkpoint is on disk when `save` returns, so a failed write
         # stops the run at once instead of surfacing an epoch later.
-        enable_async_checkpointing=False)
+        enable_async_checkpointing=False,
+        todelete_subdir=None if read_only else TRASH)
     self._manager = ocp.CheckpointManager(self.directory, item_names=("state", "meta"),
                                           options=options)
+    if not read_only:
+      self._empty_trash()  # what a killed run had dropped but not yet deleted
 
   def save(self, epoch: int, state, meta: dict[str, Any], best_metric: float) -> None:
     saved = self._manager.save(
@@ -49,6 +57,10 @@ class Checkpoints:
     if not saved:
       raise RuntimeError(f"orbax declined to save checkpoint {epoch} in {self.directory}")
     self._manager.wait_until_finished()
+    self._empty_trash()
+
+  def _empty_trash(self) -> None:
+    shutil.rmtree(os.path.join(self.directory, TRASH), ignore_errors=True)
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
