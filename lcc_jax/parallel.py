@@ -17,6 +17,7 @@ import re
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA = "data"
@@ -205,6 +206,13 @@ def global_batch(idx_local_BxK, weight_local_B, mesh: Mesh) -> tuple[jax.Array, 
 def is_main_process() -> bool:
   """Only process 0 writes metrics, plots, summaries and logs."""
   return jax.process_index() == 0
+
+
+def wait_for_all_processes(name: str) -> None:
+  """A barrier across processes (none with one process): e.g. the others must not write into a
+  workdir before the first has checked, cleared (``--overwrite``) and claimed it."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def collective_bytes(hlo_text: str) -> dict[str, int]:

@@ -224,6 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
       shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
     workdir_lib.claim(workdir, config.to_dict(), overwrite=overwrite)
+  parallel.wait_for_all_processes("workdir claimed")
   start_time = time.time()
   progress = progress and main
 

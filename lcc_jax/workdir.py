@@ -7,10 +7,12 @@ never duplicated or missing) and ``summary.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
-from typing import Any, Iterable
+import tempfile
+from typing import Any, Iterable, Iterator
 
 # Fields that may change between a run and its resumption without making it another run.
 RESUMABLE_FIELDS = ("num_epochs", "time_limit_minutes", "checkpoint_every", "data.data_dir", "data.manual_dir",
@@ -54,14 +56,32 @@ def claim(workdir: str, config_dict: dict, *, overwrite: bool) -> None:
   write_json(path, config_json)
 
 
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "w") -> Iterator[Any]:
+  """Opens a fresh temporary file beside ``path`` and renames it over ``path`` once written.
+
+  A kill leaves the old file or the new one, never half of one; readers see either whole.
+  Each writer gets its own temporary name, so the processes of a multi-host run that write the
+  same file at once (split, F's cached outputs) never trip over each other: the last rename wins,
+  with the same contents.
+  """
+  directory = os.path.dirname(path) or "."
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
 def write_json(path: str, obj: Any) -> None:
-  """Atomic JSON write: a killed run leaves the old file or the new one, never half of one."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
+  with atomic_file(path) as f:
     json.dump(obj, f, indent=2, default=_jsonable)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _jsonable(value):
@@ -108,11 +128,9 @@ class MetricsLog:
             break  # a line cut short by a kill: everything after it is gone too
           if entry.get("epoch", 0) <= epoch:
             kept.append(entry)
-    tmp = f"{self.path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_file(self.path) as f:
       for entry in kept:
         f.write(json.dumps(entry) + "\n")
-    os.replace(tmp, self.path)
     return kept
 
   def append(self, entries: Iterable[dict]) -> None:

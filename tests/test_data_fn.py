@@ -1,5 +1,6 @@
 """F-output cache, CIFAR augmentation, the `function` base model/dataset and embedded digits."""
 import functools
+import os
 
 import jax
 import numpy as np
@@ -55,6 +56,26 @@ def test_cached_outputs_computes_once_and_hits_after(tmp_path):
   cached_outputs(_linear_f(calls), v, x + 1, str(tmp_path), "toy/train")
   cached_outputs(_linear_f(calls), v, x, str(tmp_path), "toy/test")
   assert len(calls) == 4 and len(list(tmp_path.glob("*.npy"))) == 4
+
+
+def test_cached_outputs_survives_a_concurrent_writer(tmp_path, monkeypatch):
+  """Two processes of a multi-host run fill one workdir's cache at once (a CI failure: they
+  shared one temporary name, and the later rename found it gone)."""
+  x = np.random.default_rng(1).normal(size=(6, 5)).astype(np.float32)
+  v = _variables(0)
+  real_replace, writers = os.replace, []
+
+  def replace_after_another_writer(src, dst):
+    writers.append(src)
+    if len(writers) == 1:  # the other process saves and renames in between
+      cached_outputs(_linear_f([]), v, x, str(tmp_path), "toy/train")
+    real_replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", replace_after_another_writer)
+  y = cached_outputs(_linear_f([]), v, x, str(tmp_path), "toy/train")
+  assert len(set(writers)) == 2  # each writer had its own temporary file
+  np.testing.assert_array_equal(np.load(next(tmp_path.glob("toy_train-*.npy"))), y)
+  assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.glob("*.npy")).name]
 
 
 def _reference_candidates(image, fill):

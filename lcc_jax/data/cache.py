@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lcc_jax import workdir as workdir_lib
+
 
 def variables_hash(variables) -> str:
   """sha256 of a variables pytree: every leaf's path, dtype, shape and bytes."""
@@ -48,10 +50,8 @@ def cached_outputs(apply_fn: Callable, variables, x_NxI: np.ndarray, cache_dir: 
     return np.load(path)
   y_NxC = _apply_batched(apply_fn, variables, x_NxI, batch_size)
   if path:
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, y_NxC)
-    os.replace(tmp, path)  # concurrent readers see the whole file or none
+    with workdir_lib.atomic_file(path, "wb") as f:
+      np.save(f, y_NxC)
   return y_NxC
 
 

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from lcc_jax import workdir as workdir_lib
+
 SPLIT_FILE = "split.npz"
 
 
@@ -46,10 +48,8 @@ def make_split(num_train: int, k: int, val_size: int, seed: int, workdir: str | 
   if num_test is not None:
     split["test"] = np.arange(num_test // k * k)
   if path:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, fingerprint=np.array(fingerprint), **split)
-    os.replace(tmp, path)  # a reader never sees a half-written split
+    with workdir_lib.atomic_file(path, "wb") as f:
+      np.savez(f, fingerprint=np.array(fingerprint), **split)
   return split
 
 
