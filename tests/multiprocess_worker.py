@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 import types
 
 import numpy as np
@@ -108,4 +109,10 @@ def _writes(mode, flags) -> bool:
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  {"step": step, "train": train}[sys.argv[1]](sys.argv[2], *map(int, sys.argv[3:6]))
+  try:
+    {"step": step, "train": train}[sys.argv[1]](sys.argv[2], *map(int, sys.argv[3:6]))
+  except BaseException:  # exit at once: jax.distributed's exit hook would wait for the peers
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

@@ -34,10 +34,12 @@ def _launch(commands, devices_per_process: int, tmp_path) -> None:
            for cmd, log in zip(commands, logs)]
   deadline = time.monotonic() + TIMEOUT_S
   try:
-    for proc in procs:
-      proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-  except subprocess.TimeoutExpired:
-    pass
+    # Until all are done, one fails (its peers would wait for it in a collective) or time is up.
+    while time.monotonic() < deadline:
+      codes = [proc.poll() for proc in procs]
+      if all(code is not None for code in codes) or any(code for code in codes):
+        break
+      time.sleep(0.2)
   finally:
     for proc in procs:
       if proc.poll() is None:
@@ -50,7 +52,8 @@ def _launch(commands, devices_per_process: int, tmp_path) -> None:
     tails.append(f"--- process {i} ---\n" + log.read()[-3000:])
     log.close()
   if failed:
-    pytest.fail(f"processes (id, returncode) {failed} failed or timed out after {TIMEOUT_S} s:\n"
+    pytest.fail(f"processes (id, returncode) {failed} failed, were stopped after a peer failed, or "
+                f"timed out after {TIMEOUT_S} s:\n"
                 + "\n".join(tails))
 
 
