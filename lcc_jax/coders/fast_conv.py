@@ -67,7 +67,15 @@ def _flipped(kernel_3x3xCinxCout):
 
 
 def _chunks(x_NxHxWxC, chunk):
-  """(N/chunk, chunk, H, W, C), zero-padding N up to a multiple of ``chunk``."""
+  """The batch as scan inputs: (N/chunk, chunk, H, W, C), zero-padding N up to a multiple of
+  ``chunk``; for ``chunk=1`` the (N, H, W, C) batch itself, scanned image by image.
+
+  A size-1 chunk axis would cost a copy of every activation: XLA's layout assignment gives
+  such arrays a layout that differs from the plain one only in where the size-1 axis goes, and
+  copies between the two (≈ 1.3 ms per 8 MB activation on one core, BENCHMARKS.md).
+  """
+  if chunk == 1:
+    return x_NxHxWxC
   n = x_NxHxWxC.shape[0]
   pad = -n % chunk
   if pad:
@@ -75,15 +83,32 @@ def _chunks(x_NxHxWxC, chunk):
   return x_NxHxWxC.reshape((-1, chunk) + x_NxHxWxC.shape[1:])
 
 
-def _unchunk(y_GxCHxHxWxC, n):
-  return y_GxCHxHxWxC.reshape((-1,) + y_GxCHxHxWxC.shape[2:])[:n]
+def _as_batch(xc):
+  """One scanned chunk as a (chunk, H, W, C) batch (a single image gets its batch axis back)."""
+  return xc[None] if xc.ndim == 3 else xc
+
+
+def _per_chunk(fn):
+  """``fn`` on (chunk, H, W, C) batches, mapped over what ``_chunks`` yields."""
+  def on_chunk(*chunks):
+    out = fn(*map(_as_batch, chunks))
+    return out[0] if chunks[0].ndim == 3 else out
+  return on_chunk
+
+
+def _unchunk(y_chunks, n):
+  """Inverse of ``_chunks`` (drops the padding)."""
+  if y_chunks.ndim == 4:
+    return y_chunks
+  return y_chunks.reshape((-1,) + y_chunks.shape[2:])[:n]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _chunked_conv(x_NxHxWxCin, kernel_3x3xCinxCout, dilation, chunk):
   c_in, c_out = kernel_3x3xCinxCout.shape[2:]
   kernel_TxCout = kernel_3x3xCinxCout.reshape(9 * c_in, c_out)
-  y = jax.lax.map(lambda xc: _conv(xc, kernel_TxCout, dilation), _chunks(x_NxHxWxCin, chunk))
+  y = jax.lax.map(_per_chunk(lambda xc: _conv(xc, kernel_TxCout, dilation)),
+                  _chunks(x_NxHxWxCin, chunk))
   return _unchunk(y, x_NxHxWxCin.shape[0])
 
 
@@ -111,8 +136,8 @@ def _chunked_conv_bwd(dilation, chunk, residuals, dy_NxHxWxCout):
 
   def one_chunk(dkernel_CoutxT, chunk_inputs):
     xc, dyc = chunk_inputs
-    dkernel_CoutxT = dkernel_CoutxT + _kernel_grad_chunk(xc, dyc, dilation)
-    return dkernel_CoutxT, _conv(dyc, flipped_TxCin, dilation)
+    dkernel_CoutxT = dkernel_CoutxT + _kernel_grad_chunk(_as_batch(xc), _as_batch(dyc), dilation)
+    return dkernel_CoutxT, _per_chunk(lambda dyc: _conv(dyc, flipped_TxCin, dilation))(dyc)
 
   dkernel_CoutxT, dx = jax.lax.scan(
       one_chunk, jnp.zeros((c_out, 9 * c_in), kernel_3x3xCinxCout.dtype),
@@ -148,7 +173,7 @@ def _hybrid_conv_bwd(dilation, chunk, residuals, dy_NxHxWxCout):
   _, input_vjp = jax.vjp(lambda x: xla_conv(x, kernel_3x3xCinxCout, dilation), x_NxHxWxCin)
 
   def one_chunk(dkernel_CoutxT, chunk_inputs):
-    return dkernel_CoutxT + _kernel_grad_chunk(*chunk_inputs, dilation), None
+    return dkernel_CoutxT + _kernel_grad_chunk(*map(_as_batch, chunk_inputs), dilation), None
 
   dkernel_CoutxT, _ = jax.lax.scan(
       one_chunk, jnp.zeros((c_out, 9 * c_in), kernel_3x3xCinxCout.dtype),
