@@ -73,7 +73,8 @@ def _parse_flags(argv):
 
 def main(argv):
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
-  from lcc_jax import cli
+  from lcc_jax import cli, host_memory
+  host_memory.keep_freed_memory()  # before the first computation (see its module)
   try:
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {argv[1:]}")

@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402  (no jax import: threads are set before jax loads)
+from lcc_jax import host_memory  # noqa: E402  (imports no jax either)
 
 BENCHES = ("vs_torch", "patterns", "roofline", "sweep")
 # Opt-in (--only epoch): trains F and a few epochs of a real run on prepared data (~2 min);
@@ -46,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "yes, except with --quick)")
   parser.add_argument("--torch_ftz", action=argparse.BooleanOptionalAction, default=True,
                       help="PyTorch flushes denormals to zero, as XLA's CPU backend does")
+  parser.add_argument("--keep_freed_memory", action=argparse.BooleanOptionalAction, default=True,
+                      help="glibc keeps freed memory for reuse (lcc_jax/host_memory.py), as "
+                      "train.py does; applies to PyTorch in the same process too")
   parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the full results")
   args = parser.parse_args(argv)
   unknown = set(args.only.split(",")) - set(BENCHES + EXTRA)
@@ -99,6 +103,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   settings = common.configure_threads(args.threads)
+  settings["keep_freed_memory"] = args.keep_freed_memory and host_memory.keep_freed_memory()
   only = args.only.split(",")
   torch_module = _import_torch(args.threads, args.torch_ftz) if "vs_torch" in only else None
 

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lcc_jax import (baselines, checkpoint, coding, data, erasure, metrics, nn, optim, steps,
-                     train_lib, workdir as workdir_lib)
+from lcc_jax import (baselines, checkpoint, coding, data, erasure, host_memory, metrics, nn,
+                     optim, steps, train_lib, workdir as workdir_lib)
 from lcc_jax.coders import berrut
 
 log = logging.getLogger(__name__)
@@ -735,6 +735,7 @@ def main(argv: Sequence[str]) -> int:
   # XLA:CPU can hang with several executions in flight (jax-ml/jax#25861): run them one at a
   # time; each is large, so this costs nothing measurable. See also __main__ below.
   jax.config.update("jax_cpu_enable_async_dispatch", False)
+  host_memory.keep_freed_memory()  # before the first computation (see its module)
   workdirs = FLAGS.workdir or []
   if not workdirs:
     print("error: give at least one --workdir", file=sys.stderr)
