@@ -119,14 +119,23 @@ def _chunked_conv_fwd(x_NxHxWxCin, kernel_3x3xCinxCout, dilation, chunk):
 
 
 def _kernel_grad_chunk(xc_NxHxWxCin, dyc_NxHxWxCout, dilation):
-  """(C_out, 9·C_in): one chunk's kernel gradient, patches(x)ᵀ·dy as a row-major matmul."""
-  c_in, c_out = xc_NxHxWxCin.shape[-1], dyc_NxHxWxCout.shape[-1]
-  cols_MxT = patches(xc_NxHxWxCin, dilation).reshape(-1, 9 * c_in)
-  # dW = colsᵀ·dy contracts the long row axis of both; XLA's CPU backend sends such a dot to
-  # a slow generic kernel. Transposing the small dy chunk for real (the barrier keeps XLA
-  # from folding the transpose back into the dot) makes it a plain row-major matmul.
+  """(C_out, 9·C_in): one chunk's kernel gradient, patches(x)ᵀ·dy, one kernel row at a time.
+
+  Rather than all nine taps (nine copies of x), three column shifts of the padded x are put
+  side by side, R = (N, H + 2d, W, 3·C_in); kernel row i's three taps are then R's rows
+  i·d .. i·d + H, a contiguous block, and dy against it gives their gradient. A third of the
+  copying of ``patches``; 10 % faster on one core (BENCHMARKS.md).
+  """
+  n, h, w, c_in = xc_NxHxWxCin.shape
+  c_out, d = dyc_NxHxWxCout.shape[-1], dilation
+  padded = jnp.pad(xc_NxHxWxCin, ((0, 0), (d, d), (d, d), (0, 0)))
+  shifts_NxPxWx3C = jnp.concatenate([padded[:, :, j * d:j * d + w] for j in range(3)], axis=-1)
+  # dy transposed for real (the barrier keeps XLA from folding the transpose into the dots,
+  # which would then contract the long row axis of both operands: a slow generic kernel).
   dy_CoutxM = jax.lax.optimization_barrier(dyc_NxHxWxCout.reshape(-1, c_out).T)
-  return jnp.dot(dy_CoutxM, cols_MxT)
+  rows = [jnp.dot(dy_CoutxM, shifts_NxPxWx3C[:, i * d:i * d + h].reshape(n * h * w, 3 * c_in))
+          for i in range(3)]
+  return jnp.concatenate(rows, axis=1)
 
 
 def _chunked_conv_bwd(dilation, chunk, residuals, dy_NxHxWxCout):
