@@ -5,7 +5,7 @@ their backward pass. Here the convolution is nine shifted slices concatenated al
 ("patches") and one ``jnp.dot`` with the kernel seen as a (9·C_in, C_out) matrix, and so is
 each half of its backward pass:
 
-* kernel gradient: patches(x)ᵀ · dy;
+* kernel gradient: patches(x)ᵀ · dy, one kernel row (three taps) at a time;
 * input gradient: the transposed convolution, which for stride 1 and symmetric padding is the
   same dilated convolution of dy with the kernel flipped in space and its channels swapped,
   i.e. patches(dy) · W_flipped — no nine-fold "col2im" scatter.
