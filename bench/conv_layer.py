@@ -9,7 +9,6 @@ This is what chose ``impl="hybrid"`` for CPUs (BENCHMARKS.md).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from lcc_jax.coders import fast_conv
 
