@@ -39,9 +39,20 @@ def _faults_per_call(mode: str) -> float:
   return float(out.stdout.split()[-1])
 
 
+# The jitted function's temporary buffer: 3 of its 32 MB intermediates live at once, 4 KiB pages.
+_BUFFER_PAGES = 3 * 8192 * 1024 * 4 // 4096
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_keep_freed_memory_stops_refaulting_xla_buffers():
-  # 96 MB of fresh pages per call by default (glibc maps and unmaps the buffer every time) ...
-  assert _faults_per_call("default") > 10_000
-  # ... none once freed memory stays in the process.
-  assert _faults_per_call("keep") < 100
+  # The promise: with the settings in effect, a call reuses the memory the previous one freed,
+  # so it faults on a small fraction of its buffer's pages at most.
+  kept = _faults_per_call("keep")
+  assert kept < _BUFFER_PAGES / 100, f"{kept:.0f} minor faults per call with keep_freed_memory"
+  # Whether glibc's default settings re-fault the buffer is a property of the machine (its glibc,
+  # kernel and memory settings): where they do not, there is nothing to compare against.
+  default = _faults_per_call("default")
+  if default < _BUFFER_PAGES / 2:
+    pytest.skip(f"glibc's defaults do not re-fault XLA's buffer here ({default:.0f} faults per "
+                f"call, {kept:.0f} with keep_freed_memory): nothing to compare")
+  assert kept < default / 10
