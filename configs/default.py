@@ -20,6 +20,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"      # registry kind "dataset": digits, mnist, fashion_mnist, cifar10, ...
+  c.data.kwargs = ml_collections.ConfigDict()  # for a dataset factory of your own (by path)
   c.data.data_dir = ""        # prepared tfds data; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.manual_dir = ""      # folder with the original distribution files (offline use)
   c.data.val_size = 5000      # carved from the train split, rounded up to a multiple of k
@@ -35,7 +36,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.num_test = 4000
 
   c.base_model = ml_collections.ConfigDict()
-  c.base_model.name = "base-mlp"  # registry kind "base_model"
+  c.base_model.name = "base-mlp"  # registry kind "base_model" (or "package.module:factory")
   c.base_model.kwargs = ml_collections.ConfigDict()
   c.base_model.checkpoint = ""    # trained F: a workdir/base folder, or a PyTorch state dict
   # Recipe used when F must be trained first (into WORKDIR/base).

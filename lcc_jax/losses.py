@@ -39,9 +39,6 @@ def xent(recon_xC, y_xC, labels_x):
   return -jnp.take_along_axis(log_q, labels_x[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-RECONSTRUCTION_LOSSES = ("mse", "kl", "xent")
-
-
 def unavailable_data(unavail_PxN: jax.Array, k: int) -> jax.Array:
   """U_PxK: the unavailable *data* slots of each pattern."""
   return unavail_PxN[:, :k]

@@ -131,7 +131,7 @@ def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN,
   variables = all_variables(params, model_state, frozen)
   recon_PxBxKxC, pout_BxRxC, _ = coding.forward(code, variables, x_BxKxI, y_BxKxC, unavail_PxN,
                                                 train=False, chunk=chunk)
-  recon_loss = loss if loss in losses.RECONSTRUCTION_LOSSES else "mse"
+  recon_loss = "mse" if loss == PARITY_LOSS else loss  # any reconstruction loss, a user's too
   counts = metrics.pattern_counts(recon_PxBxKxC, y_BxKxC, labels_BxK, unavail_PxN, weight_B,
                                   loss_name=recon_loss)
   if loss == PARITY_LOSS:

@@ -86,6 +86,18 @@ def init_code_variables(code: coding.Code, base_variables, rng) -> dict[str, Any
   return variables
 
 
+def component_sources(config) -> dict[str, dict]:
+  """Each component's name and, for one given by import path, the file it came from."""
+  fields = {"dataset": ("dataset", config.data.name), "loss": ("loss", config.loss),
+            "base_model": ("base_model", config.base_model.name),
+            "encoder": ("encoder", config.encoder.name),
+            "decoder": ("decoder", config.decoder.name)}
+  parity = parity_model_name(config)
+  if parity:
+    fields["parity_model"] = ("base_model", parity[0])
+  return {field: registry.describe(kind, name) for field, (kind, name) in fields.items()}
+
+
 def trainable_components(config) -> list[str]:
   return [name for name in steps.COMPONENTS if config.train[name]]
 
@@ -279,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
               "patterns": erasure.unavailable_slots(unavail_PxN),
               "split_sizes": {key: int(len(v)) for key, v in split.items()},
               "devices": jax.device_count(), "processes": jax.process_count(),
-              **parameter_counts(variables)}
+              "components": component_sources(config), **parameter_counts(variables)}
   if main:
     with _writing("run_info.json"):
       workdir_lib.write_json(os.path.join(workdir, "run_info.json"), run_info)
@@ -445,7 +457,8 @@ def _summarize(config, entries, best_epoch, base_test_accuracy, run_info, wall_t
                                                   config.unavailability_rates)
   return {"base_model": {"name": config.base_model.name, "test_accuracy": base_test_accuracy,
                          **{k: v for k, v in run_info["base_model"].items() if k != "source"}},
-          "k": config.k, "r": config.r, "encoder": config.encoder.name,
+          "dataset": config.data.name, "k": config.k, "r": config.r,
+          "encoder": config.encoder.name,
           "decoder": config.decoder.name, "loss": config.loss,
           "parity_model": (parity_model_name(config) or ("",))[0],
           "num_patterns": run_info["num_patterns"], "best_metric": config.best_metric,

@@ -47,8 +47,16 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _name(kind: str, field: str, name: str) -> None:
+  """A registered name, or an import path that imports to a callable."""
+  if registry.is_path(name):
+    try:
+      registry.get(kind, name)
+    except registry.ComponentError as e:
+      raise ConfigError(f"{field}: {e}") from None
+    return
   known = registry.names(kind)
-  _require(name in known, f"{field}={name!r} is not a known {kind}; known: {', '.join(known)}")
+  _require(name in known, f"{field}={name!r} is not a known {kind}; known: {', '.join(known)}, "
+                          "or an import path 'package.module:attribute'")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -103,9 +111,8 @@ def _check_names(config) -> None:
     _name("base_model", "parity_model.name", config.parity_model.name)
   _require(config.channel_mode in channels.MODES,
            f"channel_mode={config.channel_mode!r}; known: {', '.join(channels.MODES)}")
-  losses_known = registry.names("loss") + [steps.PARITY_LOSS]
-  _require(config.loss in losses_known,
-           f"loss={config.loss!r} is not a known loss; known: {', '.join(losses_known)}")
+  if config.loss != steps.PARITY_LOSS:
+    _name("loss", "loss", config.loss)
   _require(config.optim.name in optim.OPTIMIZERS,
            f"optim.name={config.optim.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
   _require(config.on_nonfinite in ("stop", "skip"),
@@ -210,8 +217,23 @@ def input_spec(data_config) -> tuple[tuple[int, ...], int]:
   if data_config.name in sources.SPECS:
     spec = sources.SPECS[data_config.name]
     return spec.shape, spec.num_classes
+  if registry.is_path(data_config.name):
+    return _user_dataset_spec(data_config)
   raise ConfigError(f"data.name={data_config.name!r}; known: "
                     f"{', '.join(sorted(['digits', 'function', *sources.SPECS]))}")
+
+
+def _user_dataset_spec(data_config) -> tuple[tuple[int, ...], int]:
+  """A user's dataset has no table of shapes: it is built (once, see ``data.load``)."""
+  from lcc_jax import data  # pylint: disable=g-import-not-at-top
+  try:
+    dataset = data.load(data_config)
+  except registry.ComponentError as e:
+    raise ConfigError(f"data.name: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except  (the user's factory raised)
+    raise ConfigError(f"data.name={data_config.name!r}: the dataset factory raised "
+                      f"{type(e).__name__}: {_first_line(e)}") from None
+  return tuple(dataset.input_shape), int(dataset.num_classes)
 
 
 def _first_line(error: BaseException) -> str:
@@ -308,14 +330,17 @@ def _check_kwargs(config) -> None:
             ("decoder", "decoder", config.decoder)]
   if parity not in ("", "same"):
     fields.append(("parity_model", "base_model", config.parity_model))
+  if "kwargs" in config.data:
+    fields.append(("data", "dataset", config.data))
   for field, kind, cfg in fields:
     params = inspect.signature(registry.get(kind, cfg.name)).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
       continue
     unknown = sorted(set(dict(cfg.kwargs)) - set(params))
+    takes = [p for p in params if p not in registry.PASSED[kind]]
     _require(not unknown,
              f"{field}.kwargs has {unknown}, which {kind} {cfg.name!r} does not take; it takes "
-             f"{', '.join(p for p in params if p not in ('input_shape', 'num_classes'))}")
+             f"{', '.join(takes) or 'none'}")
 
 
 def _apply(fns, variables, inputs, what: str, where: str):
@@ -328,18 +353,31 @@ def _apply(fns, variables, inputs, what: str, where: str):
 
 
 def _check_loss(code, variables, config, where: str) -> None:
-  """The whole training objective at batch 1, as the train step computes it."""
+  """The loss per example, then the whole training objective at batch 1, as the train step
+  computes them."""
   input_shape, num_classes = input_spec(config.data)
   unavail_PxN = erasure.patterns(config.k, config.r, config.patterns.mode,
                                  limit=config.patterns.limit)
   k = config.k
+  out_BxKxC = jax.ShapeDtypeStruct((1, k, num_classes), jnp.float32)
+  labels_BxK = jax.ShapeDtypeStruct((1, k), jnp.int32)
   try:
+    if config.loss != steps.PARITY_LOSS:
+      # As losses.reconstruction_loss calls it: (P, B, K, C) against (1, B, K, C).
+      recon = jax.ShapeDtypeStruct((1, 1, k, num_classes), jnp.float32)
+      elem = _shape(registry.get("loss", config.loss), recon, recon,
+                    jax.ShapeDtypeStruct((1, 1, k), jnp.int32))
+      _require(getattr(elem, "shape", None) == (1, 1, k),
+               f"loss={config.loss!r} maps reconstructions of shape {recon.shape} to "
+               f"{getattr(elem, 'shape', type(elem).__name__)}; a loss returns one value per "
+               f"example, shape {recon.shape[:-1]} (reduced over the last axis, the classes)")
     value, _ = _shape(
         lambda v, x, y, labels, w: steps.batch_loss(code, v, x, y, labels, w, unavail_PxN,
                                                     loss=config.loss, train=False),
-        variables, jax.ShapeDtypeStruct((1, k) + tuple(input_shape), jnp.float32),
-        jax.ShapeDtypeStruct((1, k, num_classes), jnp.float32),
-        jax.ShapeDtypeStruct((1, k), jnp.int32), jax.ShapeDtypeStruct((1,), jnp.float32))
+        variables, jax.ShapeDtypeStruct((1, k) + tuple(input_shape), jnp.float32), out_BxKxC,
+        labels_BxK, jax.ShapeDtypeStruct((1,), jnp.float32))
+  except ConfigError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f"loss={config.loss!r} cannot be computed for encoder "
                       f"{config.encoder.name!r} / decoder {config.decoder.name!r} {where}: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Any, Callable
@@ -45,6 +46,7 @@ DEFAULTS = {
     "num_train": 10000,
     "num_test": 2000,
     "seed": 0,  # of the sampler
+    "kwargs": {},  # keyword arguments of the dataset factory (a user's own, by import path)
 }
 
 
@@ -76,12 +78,47 @@ def data_dir(cfg: dict[str, Any]) -> str:
 
 
 def load(data_config) -> Dataset:
-  """The dataset ``data_config.name``, prepared first if needed (image datasets only)."""
+  """The dataset ``data_config.name``, prepared first if needed (image datasets only).
+
+  A dataset named by import path is built once per data config: validation reads its shapes
+  from the same object the run then trains on.
+  """
   cfg = fields(data_config)
   if cfg["augment"] and cfg["name"] not in AUGMENTED:
     raise ValueError(f"data.augment is defined for {AUGMENTED} only (as upstream), not "
                      f"{cfg['name']!r}; set data.augment=False")
-  return registry.build("dataset", cfg["name"], config=cfg)
+  if not registry.is_path(cfg["name"]):
+    return registry.build("dataset", cfg["name"], config=cfg, **cfg["kwargs"])
+  key = json.dumps(cfg, sort_keys=True, default=str)
+  if key not in _USER_DATASETS:
+    _USER_DATASETS.clear()  # one at a time: a dataset can be large
+    _USER_DATASETS[key] = check(registry.build("dataset", cfg["name"], config=cfg,
+                                               **cfg["kwargs"]), cfg["name"])
+  return _USER_DATASETS[key]
+
+
+_USER_DATASETS: dict[str, Dataset] = {}
+
+
+def check(dataset: Dataset, name: str) -> Dataset:
+  """A user's Dataset holds what the training loop needs; else a one-line ValueError."""
+  def need(ok, what):
+    if not ok:
+      raise registry.ComponentError(f"dataset {name!r} returned a Dataset whose {what}")
+
+  shape = tuple(dataset.input_shape)
+  for split in ("train", "test"):
+    x, labels = getattr(dataset, f"x_{split}"), getattr(dataset, f"labels_{split}")
+    need(isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape[1:] == shape,
+         f"x_{split} is not a float32 numpy array of shape (N,) + input_shape {shape} "
+         f"(got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')})")
+    need(isinstance(labels, np.ndarray) and labels.shape == x.shape[:1]
+         and np.issubdtype(labels.dtype, np.integer),
+         f"labels_{split} is not an integer array of shape ({len(x)},)")
+    need(labels.size == 0 or 0 <= labels.min() <= labels.max() < dataset.num_classes,
+         f"labels_{split} are not class ids in [0, num_classes={dataset.num_classes})")
+  need(len(dataset.x_test) >= 1, "test split is empty")
+  return dataset
 
 
 def check_available(data_config) -> None:
