@@ -1,100 +1,10 @@
-"""Command-line entry: flags and config, nothing else (the work is in lcc_jax.train_lib).
+"""``python train.py [FLAGS]`` in a checkout = ``lcc-train [FLAGS]`` (see lcc_jax/train_cli.py).
 
   python train.py                                            # the embedded default (digits)
   python train.py --config=configs/NAME.py[:ARGS] --workdir=DIR [--config.FIELD=VALUE ...]
-  python train.py --config=configs/upstream.py:path/to/conf.json --workdir=DIR
   python train.py --config=... --dry_run                     # build, count, train nothing
 """
-from __future__ import annotations
-
-import json
-import logging
-import os
-import sys
-import traceback
-
-from absl import app, flags
-from ml_collections import config_flags
-
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
-
-
-def _bad_input(argv, error) -> int:
-  """One line on stderr (a traceback too with --verbose); exit status 2."""
-  from lcc_jax import cli, validate
-  if any(arg in ("--verbose", "--verbose=true") for arg in argv):
-    traceback.print_exception(error)
-  print(f"error: {validate.explain_flags_error(argv[1:], error, _DEFAULT_CONFIG)}",
-        file=sys.stderr)
-  return cli.EXIT_BAD_INPUT
-
-
-try:  # config_flags applies --config.FIELD=VALUE overrides to the default right here
-  config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file[:arg].",
-                                  lock_config=True)
-except Exception as e:  # pylint: disable=broad-except
-  sys.exit(_bad_input(sys.argv, e))
-flags.DEFINE_string("workdir", "runs/default", "Folder for checkpoints, metrics and plots.")
-flags.DEFINE_bool("dry_run", False, "Build what the config names, print parameter counts and the "
-                  "number of erasure patterns; train nothing, touch no dataset.")
-flags.DEFINE_bool("eval_only", False, "Evaluate the best (or latest) checkpoint of --workdir.")
-flags.DEFINE_bool("overwrite", False, "Delete a run of another config in --workdir first.")
-flags.DEFINE_integer("sweep_index", -1, "Run only this entry of the config's sweep.")
-flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in the inputs.")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
-FLAGS = flags.FLAGS
-
-
-def _entries():
-  """(name, config) pairs: a sweep's entries (each with the --config.FIELD overrides applied),
-  or the single run."""
-  from lcc_jax import sweep
-  path, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
-  entries = sweep.load_entries(path, arg or None)
-  if len(entries) == 1 and entries[0][0] == "":
-    return [("", FLAGS.config)]
-  overrides = config_flags.get_override_values(FLAGS["config"])
-  for _, config in entries:
-    config.update_from_flattened_dict(overrides)
-  if FLAGS.sweep_index >= 0:
-    if FLAGS.sweep_index >= len(entries):
-      raise app.UsageError(f"--sweep_index={FLAGS.sweep_index} but the sweep has "
-                           f"{len(entries)} entries (0..{len(entries) - 1})")
-    entries = [entries[FLAGS.sweep_index]]
-  return entries
-
-
-def _parse_flags(argv):
-  try:
-    return FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except  (bad flags, or a config file's error)
-    sys.exit(_bad_input(argv, e))
-
-
-def main(argv):
-  logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
-  from lcc_jax import cli, host_memory
-  host_memory.keep_freed_memory()  # before the first computation (see its module)
-  try:
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {argv[1:]}")
-    entries = _entries()
-  except Exception as e:  # pylint: disable=broad-except  (a config file is user code)
-    return _bad_input(sys.argv, e)
-  status = 0
-  for name, config in entries:
-    workdir = os.path.join(FLAGS.workdir, name) if name else FLAGS.workdir
-    if FLAGS.dry_run:
-      result = cli.dry_run(config)
-    else:
-      result = cli.run(config, workdir, eval_only=FLAGS.eval_only, overwrite=FLAGS.overwrite,
-                       progress=FLAGS.progress, verbose=FLAGS.verbose)
-    if isinstance(result, int):
-      status = max(status, result)
-    elif result is not None:
-      print(json.dumps(result))
-  return status
-
+from lcc_jax import train_cli
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  train_cli.run()

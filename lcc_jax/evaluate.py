@@ -826,7 +826,8 @@ def _define_flags():
                        "(0: all).")
 
 
-if __name__ == "__main__":
+def run():
+  """The ``lcc-evaluate`` console script (= ``python -m lcc_jax.evaluate``)."""
   from absl import app
   # XLA:CPU's multi-threaded Eigen pool wedged twice (all threads in futex waits) in long LeTCC
   # sweeps (linalg.solve vmapped over thousands of patterns); single-threaded Eigen never did.
@@ -836,3 +837,7 @@ if __name__ == "__main__":
                                " --xla_cpu_multi_thread_eigen=false").strip()
   _define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

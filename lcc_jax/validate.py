@@ -337,7 +337,8 @@ def _check_kwargs(config) -> None:
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
       continue
     unknown = sorted(set(dict(cfg.kwargs)) - set(params))
-    takes = [p for p in params if p not in registry.PASSED[kind]]
+    own = inspect.signature(registry.get(kind, cfg.name).__wrapped_factory__).parameters
+    takes = [p for p in own if p not in ("input_shape", "num_classes", "config")]
     _require(not unknown,
              f"{field}.kwargs has {unknown}, which {kind} {cfg.name!r} does not take; it takes "
              f"{', '.join(takes) or 'none'}")
