@@ -1,6 +1,7 @@
-"""A faithful PyTorch version of upstream learned-cc's training step (REFERENCE.md §2, §6–§8).
+"""A faithful PyTorch version of upstream learned-cc's training step (docs/upstream.md §Learned
+coders, §Losses, §Erasure patterns, §Training loop).
 
-Written from REFERENCE.md, not copied: MLPEncoder, dilated ConvEncoder, MLPDecoder, the frozen
+Written from docs/upstream.md, not copied: MLPEncoder, dilated ConvEncoder, MLPDecoder, the frozen
 base-mlp F (``eval()``, ``requires_grad=False``; gradients still flow through it into the
 encoder), erasure masks built as upstream (``in_decode.repeat(1, k, 1)`` times ``erase_mask``),
 the masked KL loss summed over classes and averaged over (group, scenario) pairs, upstream's
@@ -112,7 +113,7 @@ class Trainer:
       module.to(device)
     self.enc_opt = torch.optim.Adam(self.enc.parameters(), lr=1e-3, weight_decay=1e-5)
     self.dec_opt = torch.optim.Adam(self.dec.parameters(), lr=1e-3, weight_decay=1e-5)
-    # §7: scenario s zeroes output s of the k+1; acc_mask marks the scored slot.
+    # §Erasure patterns: scenario s zeroes output s of the k+1; acc_mask marks the scored slot.
     erase = torch.ones(k, k + r, num_classes)
     acc = torch.zeros(k, k, dtype=torch.uint8)
     for s in range(k):

@@ -50,7 +50,7 @@ def base() -> ml_collections.ConfigDict:
   # Network on the parities: "" = F itself (learned code); "same" = a parity model F_P with F's
   # architecture; or any base_model name.
   c.parity_model = ml_collections.ConfigDict({"name": "", "kwargs": {}})
-  c.channel_mode = "per_channel"  # or "upstream" (REFERENCE.md §3 reshape, for comparisons)
+  c.channel_mode = "per_channel"  # or "upstream" (docs/upstream.md §Channel grouping)
   c.upstream_init = True          # upstream's init_weights for learned coders
 
   c.train = ml_collections.ConfigDict()

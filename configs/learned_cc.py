@@ -1,4 +1,5 @@
-r"""learned-cc's 64 shipped runs (REFERENCE.md §9.1): learned encoder + MLP decoder, F on parities.
+r"""learned-cc's 64 shipped runs (docs/upstream.md §Config formats): learned encoder + MLP decoder,
+F on parities.
 
   python train.py --config=configs/learned_cc.py --workdir=runs/learned_cc
   python train.py --config=configs/learned_cc.py:dataset=mnist,model=base-mlp --workdir=runs/lcc

@@ -1,4 +1,5 @@
-r"""parity-models' shipped sweeps (REFERENCE.md §9.2), except Cat v Dog and Speech Commands.
+r"""parity-models' shipped sweeps (docs/upstream.md §Config formats), except Cat v Dog and Speech
+Commands.
 
   python train.py --config=configs/parity_models.py --workdir=runs/parity_models
   python train.py --config=configs/parity_models.py:dataset=mnist,code=add --workdir=runs/pm
@@ -12,9 +13,9 @@ command is upstream's mnist-add.json, 6 runs) and `epochs=N` replaces upstream's
   F_P(parity) and Σ_i F(X_i) (loss "parity_mse").
 * learned-mlp / learned-conv (mnist-learned.json / cifar10-learned.json): MLP or conv encoder
   and MLP decoder trained through F with the masked MSE. Upstream ran a randomly initialised,
-  frozen copy of F on the parities here (bug, REFERENCE.md §13.5); we run F itself.
-All: MSE, Adam 1e-3 with L2 1e-5, batch 64 (k = 2) / 32, PyTorch-default init for the learned
-coders (upstream skipped init_weights there, §13.6), CIFAR training inputs augmented.
+  frozen copy of F on the parities here (bug, docs/upstream.md §Known upstream bugs); we run F
+itself. All: MSE, Adam 1e-3 with L2 1e-5, batch 64 (k = 2) / 32, PyTorch-default init for the
+learned coders (upstream skipped init_weights there, see the bugs), CIFAR training inputs augmented.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       loss="mse" if learned else "parity_mse",
       epochs=upstream_epochs(a.dataset, a.code), batch_size=legacy.batch_size(a.k),
       train_encoder=learned, train_decoder=learned, train_parity_model=not learned,
-      # learned: F itself on the parities (fixes upstream's random frozen copy, §13.5).
+      # learned: F itself on the parities (fixes upstream's random frozen copy).
       parity_model="" if learned else "same",
       upstream_init=False)
   return common.config(run, a.epochs)

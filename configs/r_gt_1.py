@@ -1,4 +1,4 @@
-r"""Codes with r > 1 parities (neither original supports r > 1; REFERENCE.md §7).
+r"""Codes with r > 1 parities (neither original supports r > 1; docs/upstream.md §Erasure patterns).
 
   python train.py --config=configs/r_gt_1.py --workdir=runs/r_gt_1
   python train.py --config=configs/r_gt_1.py:code=mds,r=3 --workdir=runs/r_gt_1

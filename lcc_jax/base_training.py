@@ -1,8 +1,8 @@
 """Training the base model F itself, when a config names no trained F.
 
-Upstream never shipped its base-model recipes (REFERENCE.md §4); ours is plain supervised
-training: Adam on the softmax cross-entropy, batch-norm statistics updated in training mode,
-seeded shuffles per epoch. base-mlp on MNIST with the default recipe (20 epochs) reaches
+Upstream never shipped its base-model recipes (docs/upstream.md §Base models); ours is plain
+supervised training: Adam on the softmax cross-entropy, batch-norm statistics updated in training
+mode, seeded shuffles per epoch. base-mlp on MNIST with the default recipe (20 epochs) reaches
 upstream's 97.9 % test accuracy.
 """
 from __future__ import annotations

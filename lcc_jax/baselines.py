@@ -6,7 +6,7 @@ whose ``apply(variables["decoder"], outs_BxNxC, avail_N)`` sees unavailable outp
 in ``coding.decode_all``). Systematic schemes send query j unchanged to worker j, so a client
 gets F's own prediction whenever that worker is available and the decoder only matters for the
 unavailable ones; a non-systematic scheme (ApproxIFER, LeTCC) codes every query, so all k
-predictions are approximate even with every worker available (PEERS.md §6.3).
+predictions are approximate even with every worker available (docs/upstream.md §Fair comparisons).
 
 Baselines (all training-free, on the same frozen F):
 * ``none``: no redundancy; an unavailable query gets the class prior (most frequent training
@@ -15,8 +15,8 @@ Baselines (all training-free, on the same frozen F):
   unavailable query is recovered iff one of its copies is available, else the prior.
 * ``berrut`` / ``approxifer`` (+ ``approxifer-paper``): Berrut rational interpolation,
   systematic (ApproxIFER's repository variant) and non-systematic with the second-kind worker
-  points cos(iπ/(N−1)) (``cos(iπ/N)`` for ``-paper``), PEERS.md §1.
-* ``letcc`` / ``letcc-ns``: cubic smoothing splines (PEERS.md §3.2), systematic on the
+  points cos(iπ/(N−1)) (``cos(iπ/N)`` for ``-paper``), docs/upstream.md §Berrut codes.
+* ``letcc`` / ``letcc-ns``: cubic smoothing splines (docs/upstream.md §LeTCC), systematic on the
   first-kind Chebyshev points and non-systematic on equispaced points; λ_e and λ_d live in the
   variables (traced), so a λ grid compiles once.
 """

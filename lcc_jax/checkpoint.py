@@ -4,7 +4,7 @@ Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``; the step number is the glob
 (``meta`` holds the epoch). Kept: the latest checkpoint and the best one by the config's validation metric
 (``LatestN(1)`` + ``BestN(1)`` with ``best_fn`` set, so the metric is persisted and ``best_step``
 survives a restart). A checkpoint is saved when an epoch is a multiple of ``checkpoint_every``,
-when it is the best so far (upstream could record a best epoch it never wrote, §13.10), and at
+when it is the best so far (upstream could record a best epoch it never wrote: a known bug), and at
 the end. orbax writes into a temporary folder and renames it when complete, so a killed run
 never leaves a checkpoint that a restore would pick up half-written. Dropping an old checkpoint
 is made atomic the same way: orbax renames it into ``checkpoints/deleted/`` (``TRASH``), which

@@ -326,7 +326,8 @@ def tune_letcc(scheme: baselines.Scheme, arrays, indices, k: int, r: int, *, bat
 def byzantine(f: nn.ModelFns, f_variables, arrays, indices, k: int, num_errors: int, *,
               stragglers: int = 0, sigma: float = 10.0, convention: str = "endpoints",
               batch_size: int = 500, seed: int = 0) -> dict[str, Any]:
-  """ApproxIFER with ``num_errors`` Byzantine workers (PEERS.md §1.4), every query scored.
+  """ApproxIFER with ``num_errors`` Byzantine workers (docs/upstream.md §Byzantine decoding), every
+  query scored.
 
   N = 2k + 2A + S − 1 workers; per group, S stragglers and then A adversaries among the rest
   are drawn uniformly (seeded); an adversary adds N(0, σ²) noise to each of its outputs. Reports

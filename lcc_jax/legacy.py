@@ -1,4 +1,4 @@
-"""The two upstream JSON config formats (REFERENCE.md §9) → lcc_jax configs.
+"""The two upstream JSON config formats (docs/upstream.md §Config formats) → lcc_jax configs.
 
 * learned-cc: one ``conf.json`` per run (``BaseModel``, ``Encoder``, ``Loss``, ... given as
   dotted class paths, ``ec_k``, ``batch_size``, ``final_epoch``, ``base_model_file``, ...).
@@ -8,8 +8,9 @@
 Class paths map to registry names through the explicit tables below; anything else is a
 ValueError that lists what is supported. Deliberate differences from upstream (each logged as a
 warning when it applies): ``train_parity_model=false`` runs F itself on the parities (upstream
-ran a randomly initialised frozen copy of F, §13.5); a ``base_model_file`` that cannot be read
-is left out, so train.py trains F first; ``continue_from_file`` (a PyTorch checkpoint) is ignored.
+ran a randomly initialised frozen copy of F, docs/upstream.md §Known upstream bugs); a
+``base_model_file`` that cannot be read is left out, so train.py trains F first;
+``continue_from_file`` (a PyTorch checkpoint) is ignored.
 
 A run is described by ``Run`` (also used by the experiment families in ``configs/``) and turned
 into a full config by ``to_config(run, base)``, ``base`` being ``configs.default.base``.
@@ -72,10 +73,11 @@ SWEEP_MODELS = {"base-mlp": "base-mlp", "resnet18": "resnet18", "resnet152": "re
 MODEL_ONLY_FOR = {"resnet152": "cifar100", "vgg11": "gcommands", "lenet": "gcommands"}
 UNSUPPORTED_DATASETS = {
     "cat_v_dog": "Cat v Dog came from upstream's S3 bucket, which needs AWS credentials "
-                 "(REFERENCE.md §13.3); lcc_jax has no offline source for it",
+                 "(docs/upstream.md §Known upstream bugs); lcc_jax has no offline source for it",
     "gcommands": "Google Speech Commands needs audio preprocessing (STFT spectrograms) that "
                  "lcc_jax does not implement, and lcc_jax has no offline source for it "
-                 "(upstream's loader is also broken on master, REFERENCE.md §13.7)",
+                 "(upstream's loader is also broken on master, docs/upstream.md §Known "
+                 "upstream bugs)",
 }
 # (per-example input size, number of classes) of the supported datasets.
 DATASETS = {"mnist": (784, 10), "fashion_mnist": (784, 10), "cifar10": (3072, 10),
@@ -91,7 +93,8 @@ LEARNED_CC_OPTIONAL = ("continue_from_file",)
 SWEEP_KEYS = ("num_epoch", "k_vals", "enc_dec_types", "datasets", "models", "losses",
               "train_encoder", "train_parity_model", "train_decoder")
 PARITY_BUG_NOTE = ("train_parity_model=false: F itself runs on the parities; upstream ran a "
-                   "randomly initialised, frozen copy of F there (bug, REFERENCE.md §13.5)")
+                   "randomly initialised, frozen copy of F there (bug, docs/upstream.md §Known "
+                   "upstream bugs)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +412,7 @@ def _sweep_runs(conf: dict, path: str) -> list[tuple[str, Run]]:
         train_encoder=flags["encoder"], train_decoder=flags["decoder"],
         train_parity_model=flags["parity_model"],
         parity_model="same" if flags["parity_model"] else "",
-        upstream_init=False,  # parity-models skipped init_weights for its coders (§13.6)
+        upstream_init=False,  # parity-models skipped init_weights for its coders (a bug)
         checkpoint=checkpoint, warnings=warnings + missing)))
   return runs
 

@@ -1,4 +1,4 @@
-"""Losses, exactly as upstream (REFERENCE.md §6), generalised to any erasure pattern.
+"""Losses, exactly as upstream (docs/upstream.md §Losses), generalised to any erasure pattern.
 
 A reconstruction loss is an elementwise function ``(recon_...xC, y_...xC, labels_...) -> (...)``
 (summed over classes, as upstream's MaskedLoss did), reduced over the (group, unavailable data

@@ -1,7 +1,7 @@
 """Reconstruction and degraded-mode accuracy, per pattern, as exact counts.
 
 * reconstruction top-k: F's argmax on the example is within the top-k of the reconstruction
-  (agreement with the deployed model; REFERENCE.md §10).
+  (agreement with the deployed model; docs/upstream.md §Metrics).
 * degraded top-k: the true label is within the top-k of the reconstruction (SOSP's
   degraded-mode accuracy, learned-cc's "overall" accuracy).
 

@@ -74,8 +74,8 @@ def _unfreeze(tree):
   return jax.tree.map(lambda x: x, dict(tree)) if tree else {}
 
 
-# Upstream's `init_weights` (REFERENCE.md §8.1): Linear N(0, 0.01), bias 0; Conv xavier-uniform
-# with gain √2 (variance scale 2, fan_avg); batch norm (1, 0), Flax's default.
+# Upstream's `init_weights` (docs/upstream.md §Weight init): Linear N(0, 0.01), bias 0; Conv
+# xavier-uniform with gain √2 (variance scale 2, fan_avg); batch norm (1, 0), Flax's default.
 linear_init = linen.initializers.normal(stddev=0.01)
 conv_init = linen.initializers.variance_scaling(2.0, "fan_avg", "uniform")
 zeros = linen.initializers.zeros

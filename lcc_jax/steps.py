@@ -96,7 +96,7 @@ def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, 
   """
   x_BxKxI, y_BxKxC, labels_BxK = gather(data, idx_BxK)
   if augment is not None:
-    # Targets stay F(unaugmented x), as upstream (REFERENCE.md §5.1).
+    # Targets stay F(unaugmented x), as upstream (docs/upstream.md §Datasets and normalisation).
     x_BxKxI = augment(jax.random.fold_in(state.rng, state.step), x_BxKxI)
   frozen = jax.lax.stop_gradient(frozen)
 

@@ -1,4 +1,5 @@
-"""Every registered encoder/decoder: parameter counts (REFERENCE.md §2), jit/vmap, shapes."""
+"""Every registered encoder/decoder: parameter counts (docs/upstream.md §Learned coders), jit/vmap,
+shapes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,14 +7,14 @@ import pytest
 
 from lcc_jax import erasure, nn, registry
 
-# REFERENCE.md §2.2 (r = 1): per-channel plane size D → {k: params}.
+# docs/upstream.md §MLP encoder (r = 1): per-channel plane size D → {k: params}.
 MLP_ENCODER_PARAMS = {
     784: {2: 3_690_288, 3: 7_379_008, 4: 12_297_040, 5: 18_444_384},
     1024: {2: 6_294_528, 3: 12_587_008, 4: 20_976_640, 5: 31_463_424},
 }
-CONV_ENCODER_PARAMS = {2: 73_001, 3: 164_041, 4: 291_441, 5: 455_201}  # §2.3
+CONV_ENCODER_PARAMS = {2: 73_001, 3: 164_041, 4: 291_441, 5: 455_201}  # upstream.md §Conv encoder
 MLP_DECODER_PARAMS = {(2, 10): 1_970, (3, 10): 3_800, (4, 10): 6_230, (5, 10): 9_260,
-                      (2, 100): 190_700}  # §2.4
+                      (2, 100): 190_700}  # upstream.md §MLP decoder
 
 
 def _key(seed=0):

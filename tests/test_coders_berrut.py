@@ -9,7 +9,8 @@ from lcc_jax.coders import berrut
 
 
 def reference_weights(x, nodes, avail):
-  """PEERS.md §1.3 literally: available nodes sorted by value, sign (−1)^position."""
+  """docs/upstream.md §Berrut decoding literally: available nodes sorted by value, sign
+  (−1)^position."""
   order = [n for n in np.argsort(nodes) if avail[n]]
   for n in order:
     if x == nodes[n]:

@@ -9,7 +9,8 @@ import pytest
 from lcc_jax import coding, erasure, nn, registry
 from lcc_jax.coders import channels, concat, mds
 
-# REFERENCE.md §3: the planes upstream's reshape puts in encoder row (= parity channel) j.
+# docs/upstream.md §Channel grouping: the planes upstream's reshape puts in encoder row (= parity
+# channel) j.
 UPSTREAM_ROWS = {
     2: [["i0.R", "i0.G"], ["i0.B", "i1.R"], ["i1.G", "i1.B"]],
     3: [["i0.R", "i0.G", "i0.B"], ["i1.R", "i1.G", "i1.B"], ["i2.R", "i2.G", "i2.B"]],
@@ -198,7 +199,8 @@ def test_concat_layout_per_channel(k):
 
 
 def test_concat_upstream_mode_k2_rgb():
-  """REFERENCE.md §3: with k = 2 on RGB, parity channel 0 = [i0.R | i0.G], etc."""
+  """docs/upstream.md §Channel grouping: with k = 2 on RGB, parity channel 0 = [i0.R | i0.G],
+  etc."""
   value = {"i0.R": 1.0, "i0.G": 2.0, "i0.B": 3.0, "i1.R": 4.0, "i1.G": 5.0, "i1.B": 6.0}
   x = np.zeros((1, 2, 4, 4, 3), np.float32)
   for name, v in value.items():

@@ -10,7 +10,7 @@ from lcc_jax.coders import berrut, letcc
 
 
 def kernel_form(nodes, x_eval, w, lam):
-  """PEERS.md §3.2 literally: the (n+2)×(n+2) system with R(s,t) = min²(3max − min)/6."""
+  """docs/upstream.md §LeTCC literally: the (n+2)×(n+2) system with R(s,t) = min²(3max − min)/6."""
   t, te = (np.asarray(nodes) + 1) / 2, (np.asarray(x_eval) + 1) / 2
 
   def kern(s, u):

@@ -150,7 +150,7 @@ def test_every_component_builds_with_the_config_kwargs():
   assert len(seen) > 40
 
 
-# --- upstream's families: sizes and values (REFERENCE.md §9) ------------------------------------
+# --- upstream's families: sizes and values (docs/upstream.md §Config formats) ---------------------
 
 def test_learned_cc_has_upstreams_64_runs():
   entries = _sweep_configs("learned_cc")
@@ -178,7 +178,7 @@ def test_learned_cc_has_upstreams_64_runs():
   assert {c.loss for _, c in entries if c.base_model.name == "logistic"} == {"kl"}
 
 
-# REFERENCE.md §9.2: file → (dataset, models, k values, epochs, encoder, decoder).
+# docs/upstream.md §Config formats: file → (dataset, models, k values, epochs, encoder, decoder).
 PARITY_MODELS_FILES = {
     "mnist-add": ("mnist", {"base-mlp", "resnet18"}, {2, 3, 4}, 500, "sum", "sub"),
     "mnist-concat": ("mnist", {"base-mlp", "resnet18"}, {2, 4}, 500, "concat", "sub"),
@@ -214,7 +214,7 @@ def test_parity_models_family(upstream_file):
     assert c.loss == ("mse" if learned else "parity_mse")
     assert (c.train.encoder, c.train.decoder, c.train.parity_model) == (
         learned, learned, not learned)
-    # learned: F itself on the parities (upstream's random frozen copy is bug §13.5).
+    # learned: F itself on the parities (upstream's random frozen copy is a bug).
     assert c.parity_model.name == ("" if learned else "same")
     assert not c.upstream_init  # parity-models skipped init_weights for its coders
     assert c.data.augment == dataset.startswith("cifar")

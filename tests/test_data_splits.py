@@ -1,4 +1,5 @@
-"""Seeded persisted splits and k-grouping, against upstream's numbers (REFERENCE.md §5.3-5.4)."""
+"""Seeded persisted splits and k-grouping, against upstream's numbers (docs/upstream.md §Splits and
+grouping)."""
 import collections
 
 import numpy as np

@@ -18,7 +18,7 @@ def test_pattern_counts(k, r, expected):
 
 
 def test_r1_is_upstreams_k_patterns():
-  # Upstream pattern s erases data slot s and never the parity (REFERENCE.md §7).
+  # Upstream pattern s erases data slot s and never the parity (docs/upstream.md §Erasure patterns).
   np.testing.assert_array_equal(erasure.patterns(3, 1), np.eye(3, 4, dtype=bool))
 
 

@@ -1,4 +1,5 @@
-"""Upstream JSON configs (lcc_jax/legacy.py, configs/upstream.py) against REFERENCE.md §9."""
+"""Upstream JSON configs (lcc_jax/legacy.py, configs/upstream.py) against docs/upstream.md §Config
+formats."""
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ def test_learned_cc_conv_encoder_has_upstreams_parameter_count():
   c = _load_one(MNIST_CONV)
   encoder = registry.build("encoder", c.encoder.name, k=c.k, r=c.r, input_shape=(28, 28, 1),
                            **c.encoder.kwargs)
-  # REFERENCE.md §2.3: ConvEncoder with 20·k channels, k = 2, r = 1.
+  # docs/upstream.md §Conv encoder: ConvEncoder with 20·k channels, k = 2, r = 1.
   assert nn.count_params(jax.eval_shape(encoder.init, jax.random.key(0))) == 73_001
 
 
@@ -154,7 +155,8 @@ def test_learned_cc_errors(tmp_path, changes, match):
 
 def test_mnist_concat_sweep():
   entries = legacy.load(_pm("mnist-concat.json"), default.base)
-  # REFERENCE.md §9.2: 500 epochs, k ∈ {2, 4}, mnist × {base-mlp, resnet18}, parity model only.
+  # docs/upstream.md §Config formats: 500 epochs, k ∈ {2, 4}, mnist × {base-mlp, resnet18}, parity
+  # model only.
   assert [name for name, _ in entries] == [
       "mnist/base-mlp/k2/parity_mse/concat-sub", "mnist/base-mlp/k4/parity_mse/concat-sub",
       "mnist/resnet18/k2/parity_mse/concat-sub", "mnist/resnet18/k4/parity_mse/concat-sub"]
@@ -180,11 +182,11 @@ def test_cifar10_learned_runs_f_itself_and_says_so(caplog):
     assert c.base_model.kwargs.to_dict() == {"variant": "cifar"}
     assert (c.encoder.name, c.decoder.name, c.loss) == ("conv", "mlp", "mse")
     assert (c.train.encoder, c.train.decoder, c.train.parity_model) == (True, True, False)
-    assert c.parity_model.name == ""  # F itself, not upstream's random frozen copy (§13.5)
+    assert c.parity_model.name == ""  # F itself, not upstream's random frozen copy (a bug)
     assert (c.upstream_init, c.data.augment) == (False, True)
     expected = parity_models.get_config(f"dataset=cifar10,model=resnet18,k={c.k},code=learned-conv")
     assert c.to_dict() == expected.to_dict()
-  assert "§13.5" in caplog.text
+  assert "§Known upstream bugs" in caplog.text
 
 
 def test_sweep_checkpoints_found_beside_the_config_folder(tmp_path):

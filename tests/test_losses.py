@@ -1,4 +1,5 @@
-"""Losses against direct numpy evaluations of REFERENCE.md §6, and gradients vs finite differences."""
+"""Losses against direct numpy evaluations of docs/upstream.md §Losses, and gradients vs finite
+differences."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -41,7 +41,7 @@ def _big(name, input_shape, num_classes, **kwargs):
   return fns, _abstract(fns)
 
 
-# Expected counts: REFERENCE.md §4 where it states them; the rest by hand:
+# Expected counts: docs/upstream.md §Base models where it states them; the rest by hand:
 # ResNet stem conv1 has 64·C·9 weights, so C=1 and C=3 differ by 2·64·9 = 1,152.
 # lenet5 28×28: conv 1·20·25+20 + 20·20·25+20 = 10,540; fc1 (20·4·4)·1000+1000 = 321,000;
 #   fc2 1000·10+10 = 10,010 → 341,550. 161×101, 30 classes: fc1 16280·1000+1000 = 16,281,000,

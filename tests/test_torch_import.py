@@ -85,7 +85,7 @@ def test_errors_list_missing_unmatched_and_misshapen_keys():
     load_torch_state_dict({"acc": 0.9}, "logistic", (28, 28, 1), 10)
 
 
-# --- parity with PyTorch models (written here after upstream's code, REFERENCE.md §4) -------
+# --- parity with PyTorch models (written here after upstream's code, docs/upstream.md §Base models)
 
 
 def _randomise_batch_norm(torch, model):

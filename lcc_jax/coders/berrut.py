@@ -1,4 +1,5 @@
-"""Berrut rational interpolation codes (BACC / ApproxIFER; PEERS.md §1–2): training-free, any r.
+"""Berrut rational interpolation codes (BACC / ApproxIFER; docs/upstream.md §Berrut codes):
+training-free, any r.
 
 Berrut's interpolant through nodes z_n with values v_n is
 r(x) = Σ_n s_n v_n/(x − z_n) / Σ_n s_n/(x − z_n), s_n = ±1 alternating in the nodes' value
@@ -60,7 +61,8 @@ def berrut_weights(x_eval_E, nodes_N, avail_N=None, dtype=None) -> jax.Array:
   rank_N = jnp.sum(avail_N[None, :] & (nodes_N[None, :] < nodes_N[:, None]), axis=1)
   sign_N = jnp.where(rank_N % 2 == 0, 1.0, -1.0).astype(dtype)
   diff_ExN = x_E[:, None] - nodes_N[None, :]
-  # Chebyshev sets built with different formulas can coincide up to rounding (PEERS.md §1.2).
+  # Chebyshev sets built with different formulas can coincide up to rounding (docs/upstream.md
+  # §Berrut encoding).
   hit_ExN = avail_N[None, :] & (jnp.abs(diff_ExN) <= 4 * jnp.finfo(dtype).eps)
   s_ExN = jnp.where(avail_N[None, :], sign_N[None, :] / jnp.where(hit_ExN, 1.0, diff_ExN), 0.0)
   total_E = jnp.sum(s_ExN, axis=1, keepdims=True)
@@ -101,7 +103,8 @@ def nonsystematic_decode(outs_BxNxC, avail_N, k: int, convention: str = "endpoin
 
 
 def locate_errors(outs_NxC, avail_N, points_N, k: int, num_errors: int) -> jax.Array:
-  """Byzantine locator (PEERS.md §1.4): bool (N,) marking the ``num_errors`` suspect workers.
+  """Byzantine locator (docs/upstream.md §Byzantine decoding): bool (N,) marking the ``num_errors``
+  suspect workers.
 
   Per output coordinate c, fits P(z) = y·Q(z) over the available points with
   deg P = deg Q = m − 1, m = k + num_errors, Q's constant Chebyshev coefficient fixed to 1

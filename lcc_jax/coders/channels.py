@@ -6,8 +6,9 @@ values) → ``parity_MxRxD``. Images come as ``x_BxKxHxWxC`` (NHWC); vectors as 
 * ``per_channel`` (default): row (b, c) holds channel c of the k images of group b, so the
   k red planes are encoded together, the k green planes together, ... (upstream's comments).
 * ``upstream``: the originals' reshape of (B, k, C·H·W) to (C·B, k, H·W) without a transpose
-  (REFERENCE.md §3): rows are consecutive runs of k planes in the order i0.R, i0.G, i0.B, i1.R, ...
-  Offered so published CIFAR numbers can be compared; identical to per_channel when C = 1.
+  (docs/upstream.md §Channel grouping): rows are consecutive runs of k planes in the order i0.R,
+  i0.G, i0.B, i1.R, ... Offered so published CIFAR numbers can be compared; identical to per_channel
+  when C = 1.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ParM's concatenation encoder (REFERENCE.md §2.7), generalised from k ∈ {2, 4} to any k.
+"""ParM's concatenation encoder (docs/upstream.md §Concatenation), generalised from k ∈ {2, 4} to
+any k.
 
 Each input is downsized to one cell of a rows×cols grid and the cells are tiled into one parity
 of F's input size, row-major (k = 2: left | right; k = 4: TL, TR, BL, BR, as upstream). The grid
@@ -6,7 +7,8 @@ is the most square factorisation of k with rows ≤ cols (k = 3: 1×3, k = 6: 2�
 the ``sub`` decoder (parity target Σ_i F(X_i)); r = 1 only.
 
 Channel modes: per_channel tiles channel c of the k inputs into parity channel c; upstream tiles
-upstream's rows of k planes (REFERENCE.md §3; k = 2 on RGB: parity channel 0 = [i0.R | i0.G]).
+upstream's rows of k planes (docs/upstream.md §Channel grouping; k = 2 on RGB: parity channel 0 =
+[i0.R | i0.G]).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def tile(x_BxKxI: jax.Array, input_shape: tuple[int, ...], mode: str) -> jax.Arr
   ch, cw = h // rows, w // cols
   img_BxKxHxWxC = x_BxKxI.reshape(b, k, h, w, c)
   # Bilinear resizing is linear with unit-sum weights, so it commutes with the normalisation
-  # upstream applied after resizing (up to PIL's uint8 rounding; REFERENCE.md §14).
+  # upstream applied after resizing (up to PIL's uint8 rounding; docs/upstream.md §Porting notes).
   small_BxKxhxwxC = jax.image.resize(img_BxKxHxWxC, (b, k, ch, cw, c), "bilinear",
                                      antialias=True)
   planes_MxKxd = channels.to_planes(small_BxKxhxwxC, mode)

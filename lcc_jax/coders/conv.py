@@ -1,4 +1,5 @@
-"""Learned dilated convolutional encoder (REFERENCE.md §2.3; identical in both originals).
+"""Learned dilated convolutional encoder (docs/upstream.md §Conv encoder; identical in both
+originals).
 
 The k inputs' planes are stacked as k input channels; seven SAME-sized 3×3 convolutions (the
 last one 1×1) with dilations 1, 1, 2, 4, 8, 1 widen the receptive field to 35×35 and map them
@@ -63,7 +64,7 @@ class ConvEncoder(linen.Module):
     """
     if self.upstream_init:
       kernel_init, bias_init = nn.conv_init, nn.zeros
-    else:  # parity-models skipped init_weights for its learned coders (REFERENCE.md §13.6)
+    else:  # parity-models's learned coders skipped init_weights (upstream.md §Known upstream bugs)
       kernel_init = bias_init = nn.torch_default_init(in_features * size * size)
     if self.impl in ("matmul", "hybrid"):
       chunk = fast_conv.CPU_CHUNK if jax.default_backend() == "cpu" else None

@@ -1,7 +1,7 @@
 """Dilated 3×3 convolution as matmuls over patches (im2col), for CPUs.
 
-XLA's CPU convolutions are slow for the dilated ConvEncoder (REFERENCE.md §2.3), above all in
-their backward pass. Here the convolution is nine shifted slices concatenated along channels
+XLA's CPU convolutions are slow for the dilated ConvEncoder (docs/upstream.md §Conv encoder), above
+all in their backward pass. Here the convolution is nine shifted slices concatenated along channels
 ("patches") and one ``jnp.dot`` with the kernel seen as a (9·C_in, C_out) matrix, and so is
 each half of its backward pass:
 

@@ -1,4 +1,5 @@
-"""LeTCC smoothing-spline codes (Moradi, Tahmasebi, Maddah-Ali, NeurIPS 2024; PEERS.md §3.2).
+"""LeTCC smoothing-spline codes (Moradi, Tahmasebi, Maddah-Ali, NeurIPS 2024; docs/upstream.md
+§LeTCC).
 
 Encoder and decoder are cubic smoothing splines, fitted coordinate-wise with a shared λ:
 u = argmin (1/n_eff)·Σ_i w_i (u(t_i) − v_i)² + λ∫u''(t)² dt, with nodes on [−1, 1] mapped to
@@ -6,7 +7,7 @@ t = (x + 1)/2 ∈ [0, 1] and n_eff = Σ_i w_i. Each fit is therefore one linear 
 λ → 0 gives the natural cubic interpolating spline, λ → ∞ the weighted least-squares line. With
 fewer than 2 available nodes the fit falls back to the constant through the one node (or zeros).
 
-How the matrix is computed. PEERS.md §3.2 writes the fit with the kernel R(s, t) =
+How the matrix is computed. docs/upstream.md §LeTCC writes the fit with the kernel R(s, t) =
 min²(3·max − min)/6 as an (n+2)×(n+2) system; that system is ill-conditioned (float32 errors of
 0.4 at 25 Chebyshev nodes). We solve the same minimisation in Green & Silverman's value /
 second-derivative form, a well-conditioned (2n−2)×(2n−2) system (float32 errors ~1e-5 at 25

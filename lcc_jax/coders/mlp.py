@@ -1,4 +1,5 @@
-"""Learned MLP encoder and decoder (REFERENCE.md §2.2, §2.4; identical in both originals)."""
+"""Learned MLP encoder and decoder (docs/upstream.md §MLP encoder, §MLP decoder; identical in both
+originals)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,7 +22,7 @@ class _Dense(linen.Module):
     for i, width in enumerate(self.widths):
       if self.upstream_init:
         kernel_init, bias_init = nn.linear_init, nn.zeros
-      else:  # parity-models skipped init_weights for its learned coders (REFERENCE.md §13.6)
+      else:  # parity-models' learned coders skipped init_weights (upstream.md §Known upstream bugs)
         kernel_init = bias_init = nn.torch_default_init(h.shape[-1])
       h = linen.Dense(width, kernel_init=kernel_init, bias_init=bias_init)(h)
       if i < len(self.widths) - 1:

@@ -1,4 +1,5 @@
-"""ParM's addition encoder and subtraction decoder (REFERENCE.md §2.5, §2.6), for r = 1.
+"""ParM's addition encoder and subtraction decoder (docs/upstream.md §Addition and subtraction), for
+r = 1.
 
 The parity is the pixel-wise sum of the k inputs; a parity model F_P is trained towards
 Σ_i F(X_i), so one unavailable output is F_P(P) − Σ_{available i} F(X_i). For r > 1 use
@@ -35,7 +36,8 @@ def subtract(outs_BxNxC, avail_N):
 
 @registry.register("encoder", "sum")
 def sum_encoder(*, k, r, input_shape, num_classes=None, channel_mode="per_channel"):
-  """Pixel-wise sum; ``upstream`` mode sums upstream's rows of k planes (REFERENCE.md §3)."""
+  """Pixel-wise sum; ``upstream`` mode sums upstream's rows of k planes (docs/upstream.md §Channel
+  grouping)."""
   del num_classes
   require_r1("sum", r)
   channels.check_mode(channel_mode)

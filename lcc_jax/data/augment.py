@@ -1,8 +1,8 @@
 """CIFAR training augmentation as a pure, jittable function of already-normalised images.
 
-Upstream (REFERENCE.md §5.1) applied ``RandomCrop(32, padding=4)`` to the PIL image, i.e.
-*before* ``Normalize``: padded pixels are 0 in [0, 1] space and become −mean/std after
-normalisation, which is what we pad with. Then ``RandomHorizontalFlip`` (p = 0.5). The
+Upstream (docs/upstream.md §Datasets and normalisation) applied ``RandomCrop(32, padding=4)`` to the
+PIL image, i.e. *before* ``Normalize``: padded pixels are 0 in [0, 1] space and become −mean/std
+after normalisation, which is what we pad with. Then ``RandomHorizontalFlip`` (p = 0.5). The
 targets stay F(unaugmented x): the caller gathers them with the same indices as before.
 """
 from __future__ import annotations

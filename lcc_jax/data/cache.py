@@ -1,9 +1,9 @@
 """F's outputs on a split, computed once with the frozen F and cached on disk.
 
 F never changes during coded-computation training, so its outputs on the data inputs are
-computed once per split (upstream did the same, REFERENCE.md §5.2: raw logits, eval mode) and
-stored as ``CACHE_DIR/TAG-KEY.npy``. KEY hashes F's variables, the inputs and the tag, so a
-second run with the same F and data loads the file, and any other F computes afresh.
+computed once per split (upstream did the same, docs/upstream.md §F's outputs: raw logits, eval
+mode) and stored as ``CACHE_DIR/TAG-KEY.npy``. KEY hashes F's variables, the inputs and the tag, so
+a second run with the same F and data loads the file, and any other F computes afresh.
 """
 from __future__ import annotations
 

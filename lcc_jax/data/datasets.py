@@ -2,7 +2,8 @@
 
 Every dataset is small enough to live in memory (and on the accelerator) as one contiguous
 float32 NHWC array per official split; the training loop gathers groups from it with the
-index arrays of ``splits.group_indices``. Normalisation follows REFERENCE.md §5.1.
+index arrays of ``splits.group_indices``. Normalisation follows docs/upstream.md §Datasets and
+normalisation.
 
 Names: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (tfds builders over the
 original files, see ``builders.py``), ``digits`` (scikit-learn's 8×8 digits, embedded, the

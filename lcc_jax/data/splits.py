@@ -1,9 +1,9 @@
 """Seeded, persisted train/val splits and the grouping of examples into coding groups.
 
 Shape letters: S steps of an epoch, B groups per step (``batch_size``), K = k examples per
-group. Upstream (REFERENCE.md §5.3-5.4) carved ``val_size`` (rounded up to a multiple of k)
-examples out of the official train split with an *unseeded* shuffle; we seed it and persist it
-in the workdir, so a resumed run and a later evaluation see the same split.
+group. Upstream (docs/upstream.md §Splits and grouping) carved ``val_size`` (rounded up to a
+multiple of k) examples out of the official train split with an *unseeded* shuffle; we seed it and
+persist it in the workdir, so a resumed run and a later evaluation see the same split.
 """
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def _unwrap(tree: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _rename(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """Strips ``module.``; kuangliu's ``linear``→``fc``, ``shortcut``→``downsample`` (§4)."""
+  """Strips ``module.``; kuangliu's ``linear``→``fc``, ``shortcut``→``downsample`` (upstream.md
+  §Base models)."""
   keys = list(state)
   strip = bool(keys) and all(k.startswith("module.") for k in keys)
   renamed = {}
