@@ -50,9 +50,9 @@ class TrainLoop:
   """Runs the real jitted train step (state donated) on a rotating set of batches."""
 
   def __init__(self, encoder: str, k: int, r: int, batch: int, unavail_PxN=None,
-               conv_impl="matmul", num=4096, loss="kl"):
-    self.code, variables = build_code(encoder, k, r, conv_impl=conv_impl)
-    self.data = synthetic_data(self.code, variables, num)
+               conv_impl="matmul", num=4096, loss="kl", input_shape=MNIST_SHAPE):
+    self.code, variables = build_code(encoder, k, r, input_shape, conv_impl=conv_impl)
+    self.data = synthetic_data(self.code, variables, num, input_shape)
     self.tx = optim.make_tx("adam", lr=1e-3, weight_decay=1e-5)
     self.state, self.frozen = steps.init_state(variables, ("encoder", "decoder"), self.tx,
                                                jax.random.key(3))

@@ -23,13 +23,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench import common  # noqa: E402  (no jax import: threads are set before jax loads)
 from lcc_jax import host_memory  # noqa: E402  (imports no jax either)
 
-BENCHES = ("vs_torch", "patterns", "roofline", "sweep")
-# Opt-in (--only epoch): trains F and a few epochs of a real run on prepared data (~2 min);
-# (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min).
-EXTRA = ("epoch", "conv_layer")
+BENCHES = ("vs_torch", "patterns", "roofline", "sweep", "loop")
+# Opt-in (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min).
+EXTRA = ("conv_layer",)
 HEADLINE_KEYS = ("speedup_vs_torch_mlp_k2", "speedup_vs_torch_conv_k2", "speedup_vs_torch_mlp_k4",
                  "all_vs_one_pattern_step_k4r2", "sweep_speedup_vs_loop_k4r2",
-                 "roofline_fraction_mlp_k2")
+                 "roofline_fraction_mlp_k2", "loop_us_per_step_tiny",
+                 "epoch_vs_steps_mnist_mlp_k2")
 MNIST_TRAIN, UPSTREAM_EPOCHS = 55_000, 500  # learned-cc's MNIST train split and epoch count
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench.json")
 
@@ -103,7 +103,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   settings = common.configure_threads(args.threads)
-  settings["keep_freed_memory"] = args.keep_freed_memory and host_memory.keep_freed_memory()
+  settings["keep_freed_memory"] = args.keep_freed_memory and host_memory.prepare_host()
   only = args.only.split(",")
   torch_module = _import_torch(args.threads, args.torch_ftz) if "vs_torch" in only else None
 
@@ -151,9 +151,11 @@ def main(argv=None) -> dict:
     headline.update(more)
   if "sweep" in only:
     headline.update(timed("sweep", sweep.run, args.quick))
-  if "epoch" in only:
-    from bench import epoch  # imports the training loop and configs only when asked for
-    info["epoch"] = timed("epoch", epoch.run, args.quick)["epoch"]
+  if "loop" in only:
+    from bench import loop  # imports the training loop and configs only when asked for
+    more = timed("loop", loop.run, args.quick)
+    info["loop"] = more.pop("loop_details")
+    headline.update(more)
   if "conv_layer" in only:
     from bench import conv_layer
     info.update(timed("conv_layer", conv_layer.run, args.quick))
