@@ -34,13 +34,22 @@ def _train_entries(workdir: str) -> list[dict]:
     return [e for e in map(json.loads, f) if e["split"] == "train"]
 
 
-def _run(config) -> tuple[list[dict], float]:
+def summary(workdir: str) -> dict:
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def train(config, workdir: str) -> tuple[list[dict], float]:
+  """(train entries of metrics.jsonl, wall seconds) of a real run in ``workdir``."""
   from lcc_jax import train_lib
+  start = time.perf_counter()
+  train_lib.train_and_evaluate(config, workdir, progress=False)
+  return _train_entries(workdir), time.perf_counter() - start
+
+
+def _run(config) -> tuple[list[dict], float]:
   with tempfile.TemporaryDirectory() as workdir:
-    start = time.perf_counter()
-    train_lib.train_and_evaluate(config, os.path.join(workdir, "run"), progress=False)
-    total = time.perf_counter() - start
-    return _train_entries(os.path.join(workdir, "run")), total
+    return train(config, os.path.join(workdir, "run"))
 
 
 def _tiny_config(epochs: int):
@@ -49,6 +58,10 @@ def _tiny_config(epochs: int):
   config.base_model.epochs = 1
   config.num_epochs = epochs
   return config
+
+
+CARRIED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            ".gpu_data")
 
 
 def _write_idx(path: str, array: np.ndarray) -> None:
@@ -69,17 +82,21 @@ def _synthetic_fashion_mnist(folder: str) -> str:
   return folder
 
 
-def _mnist_config(epochs: int, scratch: str):
+def mnist_config(epochs: int, scratch: str):
   """configs/fashion_mnist_mlp.py; synthetic files of the same sizes where the real ones are
   not to be had (e.g. a GPU machine without the dataset)."""
   from configs import fashion_mnist_mlp
   from lcc_jax import data
   config = fashion_mnist_mlp.get_config(f"epochs={epochs}")
   config.base_model.epochs = 1
+  if os.path.isdir(CARRIED_DATA):  # brought along by bench/gpu.sh --prepare
+    config.data.manual_dir = CARRIED_DATA
+    config.data.data_dir = os.path.join(scratch, "prepared")
+    return config
   try:
     data.check_available(config.data)
   except data.DataUnavailableError:
-    config.data.manual_dir = _synthetic_fashion_mnist(os.path.join(scratch, "manual"))
+    config.data.manual_dir = _synthetic_fashion_mnist(os.path.join(scratch, "synthetic"))
     config.data.data_dir = os.path.join(scratch, "prepared")
   return config
 
@@ -89,27 +106,32 @@ def _isolated_step_s(encoder_input_shape, batch: int, repeats: int, calls: int) 
   return common.alternate({"step": loop}, repeats, calls)["step"]
 
 
-def _steps(entry: dict) -> int:
+def steps_in(entry: dict) -> int:
   return round(entry["time_s"] * entry["steps_per_s"])
+
+
+def mnist_name(config) -> str:
+  synthetic = config.data.manual_dir.endswith("synthetic")
+  return "synthetic Fashion-MNIST-sized" if synthetic else "Fashion-MNIST"
 
 
 def run(quick: bool) -> tuple[list[dict], dict]:
   tiny_epochs, mnist_epochs = (20, 2) if quick else (60, 3)
   tiny_entries, tiny_total = _run(_tiny_config(tiny_epochs))
   tiny_loop_s = statistics.median(1 / e["steps_per_s"] for e in tiny_entries[1:])
-  tiny_steps = _steps(tiny_entries[-1])
+  tiny_steps = steps_in(tiny_entries[-1])
   tiny_step = _isolated_step_s((8, 8, 1), 64, 5 if quick else 9, 50)
 
   with tempfile.TemporaryDirectory() as scratch:
-    mnist_config = _mnist_config(mnist_epochs, scratch)
-    mnist_entries, mnist_total = _run(mnist_config)
+    config_mnist = mnist_config(mnist_epochs, scratch)
+    mnist_entries, mnist_total = _run(config_mnist)
   mnist_epoch_s = statistics.median(e["time_s"] for e in mnist_entries[1:])
-  mnist_steps = _steps(mnist_entries[-1])
+  mnist_steps = steps_in(mnist_entries[-1])
   mnist_step = _isolated_step_s((28, 28, 1), 64, 3 if quick else 5, 10)
   ratio = mnist_epoch_s / (mnist_steps * mnist_step.median)
 
   bench_tiny = "loop: digits-sized k=2 MLP code, B=64"
-  mnist_data = "synthetic Fashion-MNIST-sized" if mnist_config.data.manual_dir else "Fashion-MNIST"
+  mnist_data = mnist_name(config_mnist)
   bench_mnist = f"loop: {mnist_data} k=2 MLP code, B=64"
   rows = [
       {"bench": bench_tiny, "impl": f"training loop, per step ({tiny_steps} steps/epoch)",

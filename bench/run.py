@@ -24,8 +24,9 @@ from bench import common  # noqa: E402  (no jax import: threads are set before j
 from lcc_jax import host_memory  # noqa: E402  (imports no jax either)
 
 BENCHES = ("vs_torch", "patterns", "roofline", "sweep", "loop")
-# Opt-in (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min).
-EXTRA = ("conv_layer",)
+# Opt-in (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min);
+# (--only precision): the Fashion-MNIST loop at each config.precision (for accelerators).
+EXTRA = ("conv_layer", "precision")
 HEADLINE_KEYS = ("speedup_vs_torch_mlp_k2", "speedup_vs_torch_conv_k2", "speedup_vs_torch_mlp_k4",
                  "all_vs_one_pattern_step_k4r2", "sweep_speedup_vs_loop_k4r2",
                  "roofline_fraction_mlp_k2", "loop_us_per_step_tiny",
@@ -156,6 +157,9 @@ def main(argv=None) -> dict:
     more = timed("loop", loop.run, args.quick)
     info["loop"] = more.pop("loop_details")
     headline.update(more)
+  if "precision" in only:
+    from bench import precision
+    info["precision"] = timed("precision", precision.run, args.quick)["precision"]
   if "conv_layer" in only:
     from bench import conv_layer
     info.update(timed("conv_layer", conv_layer.run, args.quick))
@@ -174,6 +178,9 @@ def main(argv=None) -> dict:
     estimate = ", ".join(f"{name} {h:.1f} h" for name, h in
                          info["mnist_500_epochs_train_steps_h"].items())
     print(f"\n500 MNIST epochs, training steps only (steps × median step): {estimate}")
+  if "precision" in info:
+    from bench import precision
+    print("\n" + precision.table(info["precision"]))
   print(f"\n{args.threads} thread(s) for XLA and PyTorch; load average "
         f"{info['load_average_start']:.1f} → {info['load_average_end']:.1f}; "
         f"{info['seconds']:.0f} s")

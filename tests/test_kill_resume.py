@@ -308,6 +308,33 @@ def test_killed_and_interrupted_run_resumes_bit_identical(reference, cache_dir, 
   print("moments:", done)
 
 
+@pytest.mark.slow
+def test_sigkill_at_a_dozen_random_moments_resumes_bit_identical(reference, cache_dir, tmp_path):
+  """SIGKILL at random times since start (set-up, chunks of steps, evaluation, asynchronous
+  checkpoint writes alike); each rerun resumes, and the last one ends as the uninterrupted."""
+  workdir = str(tmp_path / "run")
+  rng = random.Random(1)
+  moments = []
+  for _ in range(12):
+    run = Launch(workdir, cache_dir)
+    delay = rng.uniform(0.5, 8.0)
+    time.sleep(delay)
+    epochs = len(_lines(workdir)) // 3
+    if run.proc.poll() is not None:  # finished before the kill: the chain is complete
+      break
+    run.kill()
+    moments.append(f"{delay:.1f} s (epoch {epochs})")
+    _assert_checkpoints_readable(workdir)
+  status, log = Launch(workdir, cache_dir).wait()
+  assert status == 0 and "Traceback" not in log, (moments, log)
+  assert _lines(workdir) == _lines(reference), moments
+  steps = _finished(os.path.join(reference, "checkpoints"))
+  assert _finished(os.path.join(workdir, "checkpoints")) == steps, moments
+  for step in steps:
+    _assert_identical_states(reference, workdir, step)
+  print("killed at:", moments)
+
+
 # --- faults: failed writes and divergence -------------------------------------------------
 
 
