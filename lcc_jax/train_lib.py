@@ -10,6 +10,7 @@ reads one small pytree per chunk and never per step. Checkpoints are written asy
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -261,6 +263,10 @@ class _EpochTotals:
             "train_loss_sum": self.loss_sum, "train_skipped": self.skipped}
 
 
+# One dispatch (and one compiled program) for the whole state, not one per leaf.
+_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
 class _CheckpointPolicy:
   """When to write the latest state: every ``every_epochs`` epochs and/or ``every_minutes``.
 
@@ -280,7 +286,7 @@ class _CheckpointPolicy:
     return parallel.agree(by_epoch or by_time)
 
   def new_best(self, step: int, state, meta: dict, metric: float) -> None:
-    self.best = (step, jax.tree.map(lambda x: x.copy(), state), meta, metric)
+    self.best = (step, _copy_tree(state), meta, metric)
 
   def write(self, ckpt, step: int, state, meta: dict) -> None:
     """Writes the pending best (if any), then ``state`` as the latest (asynchronously)."""
@@ -364,8 +370,9 @@ def _train_and_evaluate(config, workdir: str, *, mesh, eval_only: bool, progress
                                  limit=config.patterns.limit)
   unavail_on_device = parallel.replicate(unavail_PxN, mesh)  # for the whole run
   tx = optim.make_tx(**config.optim.to_dict())
-  state, frozen = steps.init_state(variables, trainable_components(config), tx,
-                                   jax.random.fold_in(rng, 2))
+  # Jitted: one program builds every optimizer moment, instead of one eager op per leaf.
+  state, frozen = jax.jit(functools.partial(steps.init_state, trainable=trainable_components(
+      config), tx=tx))(variables, rng=jax.random.fold_in(rng, 2))
   shard_min = config.distributed.shard_params_min_size
   # Parameters and optimizer state are replicated, or their big kernels sharded over devices.
   state = parallel.shard_params(state, mesh, shard_min) if shard_min else parallel.replicate(

@@ -146,7 +146,7 @@ def test_no_restorable_checkpoint_is_one_line_exit_2_and_changes_nothing(tmp_pat
   def snapshot():
     return {os.path.join(d, f): os.path.getsize(os.path.join(d, f))
             for d, _, names in os.walk(workdir) for f in names
-            if f not in ("config.json", "run_info.json")}  # rewritten alike on every start
+            if f not in ("config.json", "run_info.json", workdir_lib.LOCK)}  # rewritten alike
 
   before = snapshot()
   out = _train_py(workdir, 3)
