@@ -115,12 +115,37 @@ def mnist_name(config) -> str:
   return "synthetic Fashion-MNIST-sized" if synthetic else "Fashion-MNIST"
 
 
+def _scan_step_s(batch: int, num_steps: int, repeats: int) -> common.Timing:
+  """One step inside a ``num_steps``-step ``steps.train_chunk`` (the loop's own program, with no
+  host work at all): the floor of the loop's per-step cost."""
+  import jax
+  import jax.numpy as jnp
+  from lcc_jax import steps
+  base = cases.TrainLoop("mlp", 2, 1, batch, input_shape=(8, 8, 1), num=1437)
+  chunk = steps.jit_train_chunk(base.code, base.tx, "kl")
+  rng = np.random.default_rng(0)
+  idx = jnp.asarray(rng.integers(0, 1437, (num_steps, batch, 2)), jnp.int32)
+  weight = jnp.ones((num_steps, batch), jnp.float32)
+  state = base.state
+
+  def run_chunks(n: int) -> None:
+    nonlocal state
+    for _ in range(n):
+      state, per_step, _ = chunk(state, base.frozen, base.data, idx, weight,
+                                 jnp.int32(int(state.step)), base.unavail, num_steps=num_steps)
+    jax.block_until_ready(per_step)
+
+  timing = common.alternate({"scan": run_chunks}, repeats, 1)["scan"]
+  return common.Timing([w / num_steps for w in timing.wall], [c / num_steps for c in timing.cpu])
+
+
 def run(quick: bool) -> tuple[list[dict], dict]:
   tiny_epochs, mnist_epochs = (20, 2) if quick else (60, 3)
   tiny_entries, tiny_total = _run(_tiny_config(tiny_epochs))
   tiny_loop_s = statistics.median(1 / e["steps_per_s"] for e in tiny_entries[1:])
   tiny_steps = steps_in(tiny_entries[-1])
   tiny_step = _isolated_step_s((8, 8, 1), 64, 5 if quick else 9, 50)
+  tiny_scan = _scan_step_s(64, 180, 5 if quick else 9)
 
   with tempfile.TemporaryDirectory() as scratch:
     config_mnist = mnist_config(mnist_epochs, scratch)
@@ -139,6 +164,8 @@ def run(quick: bool) -> tuple[list[dict], dict]:
        "max_s": max(1 / e["steps_per_s"] for e in tiny_entries[1:]),
        "ratio": tiny_loop_s / tiny_step.median, "ratio_label": "loop / isolated step"},
       {"bench": bench_tiny, "impl": "isolated jitted step, back to back", **tiny_step.as_dict()},
+      {"bench": bench_tiny, "impl": "one step inside a 180-step scan (no host work)",
+       **tiny_scan.as_dict()},
       {"bench": bench_mnist, "impl": f"training part of an epoch ({mnist_steps} steps)",
        "median_s": mnist_epoch_s, "min_s": min(e["time_s"] for e in mnist_entries[1:]),
        "max_s": max(e["time_s"] for e in mnist_entries[1:]), "ratio": ratio,
@@ -149,6 +176,7 @@ def run(quick: bool) -> tuple[list[dict], dict]:
   ]
   figures = {"loop_us_per_step_tiny": tiny_loop_s * 1e6,
              "isolated_step_us_tiny": tiny_step.median * 1e6,
+             "scan_step_us_tiny": tiny_scan.median * 1e6,
              "epoch_vs_steps_mnist_mlp_k2": ratio,
              "loop_details": {"tiny_run_total_s": tiny_total, "tiny_epochs": tiny_epochs,
                               "tiny_train_time_s": [e["time_s"] for e in tiny_entries],
