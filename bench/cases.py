@@ -50,16 +50,17 @@ class TrainLoop:
   """Runs the real jitted train step (state donated) on a rotating set of batches."""
 
   def __init__(self, encoder: str, k: int, r: int, batch: int, unavail_PxN=None,
-               conv_impl="matmul", num=4096, loss="kl"):
-    self.code, variables = build_code(encoder, k, r, conv_impl=conv_impl)
-    self.data = synthetic_data(self.code, variables, num)
+               conv_impl="matmul", num=4096, loss="kl", input_shape=MNIST_SHAPE,
+               precision="highest"):
+    self.code, variables = build_code(encoder, k, r, input_shape, conv_impl=conv_impl)
+    self.data = synthetic_data(self.code, variables, num, input_shape)
     self.tx = optim.make_tx("adam", lr=1e-3, weight_decay=1e-5)
     self.state, self.frozen = steps.init_state(variables, ("encoder", "decoder"), self.tx,
                                                jax.random.key(3))
     self.unavail = jnp.asarray(erasure.patterns(k, r) if unavail_PxN is None else unavail_PxN)
     self.idx = [jnp.asarray(i) for i in batch_indices(num, batch, k, 8)]
     self.weight = jnp.ones((batch,), jnp.float32)
-    self.step = steps.jit_train_step(self.code, self.tx, loss)
+    self.step = steps.jit_train_step(self.code, self.tx, loss, precision_name=precision)
     self.calls = 0
 
   def args(self):

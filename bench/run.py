@@ -23,13 +23,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench import common  # noqa: E402  (no jax import: threads are set before jax loads)
 from lcc_jax import host_memory  # noqa: E402  (imports no jax either)
 
-BENCHES = ("vs_torch", "patterns", "roofline", "sweep")
-# Opt-in (--only epoch): trains F and a few epochs of a real run on prepared data (~2 min);
-# (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min).
-EXTRA = ("epoch", "conv_layer")
+BENCHES = ("vs_torch", "patterns", "roofline", "sweep", "loop")
+# Opt-in (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min);
+# (--only precision): the Fashion-MNIST loop at each config.precision (for accelerators).
+EXTRA = ("conv_layer", "precision")
 HEADLINE_KEYS = ("speedup_vs_torch_mlp_k2", "speedup_vs_torch_conv_k2", "speedup_vs_torch_mlp_k4",
                  "all_vs_one_pattern_step_k4r2", "sweep_speedup_vs_loop_k4r2",
-                 "roofline_fraction_mlp_k2")
+                 "roofline_fraction_mlp_k2", "loop_us_per_step_tiny",
+                 "epoch_vs_steps_mnist_mlp_k2")
 MNIST_TRAIN, UPSTREAM_EPOCHS = 55_000, 500  # learned-cc's MNIST train split and epoch count
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench.json")
 
@@ -103,7 +104,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   settings = common.configure_threads(args.threads)
-  settings["keep_freed_memory"] = args.keep_freed_memory and host_memory.keep_freed_memory()
+  settings["keep_freed_memory"] = args.keep_freed_memory and host_memory.prepare_host()
   only = args.only.split(",")
   torch_module = _import_torch(args.threads, args.torch_ftz) if "vs_torch" in only else None
 
@@ -151,9 +152,14 @@ def main(argv=None) -> dict:
     headline.update(more)
   if "sweep" in only:
     headline.update(timed("sweep", sweep.run, args.quick))
-  if "epoch" in only:
-    from bench import epoch  # imports the training loop and configs only when asked for
-    info["epoch"] = timed("epoch", epoch.run, args.quick)["epoch"]
+  if "loop" in only:
+    from bench import loop  # imports the training loop and configs only when asked for
+    more = timed("loop", loop.run, args.quick)
+    info["loop"] = more.pop("loop_details")
+    headline.update(more)
+  if "precision" in only:
+    from bench import precision
+    info["precision"] = timed("precision", precision.run, args.quick)["precision"]
   if "conv_layer" in only:
     from bench import conv_layer
     info.update(timed("conv_layer", conv_layer.run, args.quick))
@@ -172,6 +178,9 @@ def main(argv=None) -> dict:
     estimate = ", ".join(f"{name} {h:.1f} h" for name, h in
                          info["mnist_500_epochs_train_steps_h"].items())
     print(f"\n500 MNIST epochs, training steps only (steps × median step): {estimate}")
+  if "precision" in info:
+    from bench import precision
+    print("\n" + precision.table(info["precision"]))
   print(f"\n{args.threads} thread(s) for XLA and PyTorch; load average "
         f"{info['load_average_start']:.1f} → {info['load_average_end']:.1f}; "
         f"{info['seconds']:.0f} s")

@@ -97,7 +97,7 @@ class Trainer:
   """Upstream's CodeTrainer train step (r = 1 masks: the k single-data-erasure scenarios)."""
 
   def __init__(self, encoder: str, k: int, num_classes: int = 10, in_dim: int = 784,
-               r: int = 1, seed: int = 0, device: str = "cpu"):
+               r: int = 1, seed: int = 0, device: str = "cpu", compiled: bool = False):
     torch.manual_seed(seed)
     self.k, self.r, self.c = k, r, num_classes
     self.base = BaseMLP(in_dim, num_classes)
@@ -111,6 +111,8 @@ class Trainer:
     self.dec.apply(init_weights)
     for module in (self.base, self.enc, self.dec):
       module.to(device)
+    if compiled:  # what a PyTorch user would try today: the modules through torch.compile
+      self.base, self.enc, self.dec = (torch.compile(m) for m in (self.base, self.enc, self.dec))
     self.enc_opt = torch.optim.Adam(self.enc.parameters(), lr=1e-3, weight_decay=1e-5)
     self.dec_opt = torch.optim.Adam(self.dec.parameters(), lr=1e-3, weight_decay=1e-5)
     # §Erasure patterns: scenario s zeroes output s of the k+1; acc_mask marks the scored slot.
@@ -157,8 +159,8 @@ class TorchLoop:
   """Runs ``Trainer.step`` on a rotating set of batches (the same index arrays as our side)."""
 
   def __init__(self, encoder: str, k: int, batch_indices, num: int = 4096, in_dim: int = 784,
-               num_classes: int = 10, seed: int = 1, device: str = "cpu"):
-    self.trainer = Trainer(encoder, k, num_classes, in_dim, device=device)
+               num_classes: int = 10, seed: int = 1, device: str = "cpu", compiled: bool = False):
+    self.trainer = Trainer(encoder, k, num_classes, in_dim, device=device, compiled=compiled)
     gen = torch.Generator().manual_seed(seed)
     self.x = torch.rand(num, in_dim, generator=gen).to(device)
     self.y = self.trainer.base_outputs(self.x)

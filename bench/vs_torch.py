@@ -29,6 +29,18 @@ def torch_device(torch_module) -> str:
   return "cpu"
 
 
+def _compiled(torch_module, encoder, k, indices, device):
+  """The PyTorch step with torch.compile'd modules, or None where compiling fails here."""
+  try:
+    loop = torch_module.TorchLoop(encoder, k, indices, num=NUM, device=device, compiled=True)
+    loop(2)  # compiles forward and backward
+    return loop
+  except Exception as e:  # pylint: disable=broad-except  (inductor needs a working toolchain)
+    print(f"[bench] torch.compile failed for {encoder} k={k}: {type(e).__name__}: "
+          f"{str(e).splitlines()[0] if str(e) else ''}")
+    return None
+
+
 def run(quick: bool, torch_module, both_convs: bool) -> tuple[list[dict], dict]:
   """Rows for the table and the headline ratios (None where torch is missing).
 
@@ -45,8 +57,11 @@ def run(quick: bool, torch_module, both_convs: bool) -> tuple[list[dict], dict]:
         runs[f"lcc_jax ({other} conv)"] = cases.TrainLoop(encoder, k, 1, batch, conv_impl=other,
                                                           num=NUM)
     if torch_module is not None:
-      runs["pytorch"] = torch_module.TorchLoop(encoder, k, cases.batch_indices(NUM, batch, k, 8),
-                                               num=NUM, device=device)
+      indices = cases.batch_indices(NUM, batch, k, 8)
+      runs["pytorch"] = torch_module.TorchLoop(encoder, k, indices, num=NUM, device=device)
+      compiled = _compiled(torch_module, encoder, k, indices, device)
+      if compiled is not None:
+        runs["pytorch (torch.compile)"] = compiled
     repeats, calls = _plan(name, quick)
     timings = common.alternate(runs, repeats, calls, warmup=1)
     ours = timings["lcc_jax"]
@@ -62,4 +77,7 @@ def run(quick: bool, torch_module, both_convs: bool) -> tuple[list[dict], dict]:
     headline[f"cpu_speedup_vs_torch_{name}"] = (
         timings["pytorch"].cpu_median / ours.cpu_median if "pytorch" in timings else None)
     headline[f"step_s_{name}"] = ours.median
+    headline[f"speedup_vs_torch_compile_{name}"] = (
+        timings["pytorch (torch.compile)"].median / ours.median
+        if "pytorch (torch.compile)" in timings else None)
   return rows, headline

@@ -21,11 +21,14 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 
 def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True,
-        verbose=False) -> int:
+        verbose=False, profile_dir="") -> int:
   """Trains (or evaluates) one config; prints the headline numbers; returns the exit status."""
+  from lcc_jax import checkpoint
+  checkpoint.mute_orbax_failure_reports()  # a failed write is reported below, in one line
   try:
     summary = train_lib.train_and_evaluate(config, workdir, eval_only=eval_only,
-                                           overwrite=overwrite, progress=progress)
+                                           overwrite=overwrite, progress=progress,
+                                           profile_dir=profile_dir)
   except train_lib.TrainingStopped as e:
     print(f"stopped: {e}", file=sys.stderr)
     return EXIT_STOPPED

@@ -16,6 +16,7 @@ patterns (``pattern_totals_loop``) is only the test oracle and the benchmark's b
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -465,9 +466,9 @@ def _restore_code(run: Run):
   if not os.path.isdir(directory):
     raise ValueError(f"{run.workdir} holds no checkpoints/; train it first")
   with checkpoint.Checkpoints(directory, read_only=True) as ckpt:
-    chosen = ckpt.best_epoch()
+    chosen = ckpt.best_step()
     if chosen is None:
-      chosen = ckpt.latest_epoch()
+      chosen = ckpt.latest_step()
     if chosen is None:
       raise ValueError(f"{directory} holds no checkpoint; train the run first")
     state, meta = ckpt.restore(chosen, state)
@@ -734,9 +735,12 @@ def main(argv: Sequence[str]) -> int:
     return 2
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   # XLA:CPU can hang with several executions in flight (jax-ml/jax#25861): run them one at a
-  # time; each is large, so this costs nothing measurable. See also __main__ below.
+  # time; each is large, so this costs nothing measurable.
   jax.config.update("jax_cpu_enable_async_dispatch", False)
-  host_memory.keep_freed_memory()  # before the first computation (see its module)
+  # XLA:CPU's multi-threaded Eigen pool wedged twice (all threads in futex waits) in long LeTCC
+  # sweeps (linalg.solve vmapped over thousands of patterns); single-threaded Eigen never did.
+  host_memory.prepare_host(cpu_xla_flags=("--xla_cpu_multi_thread_eigen=false",))
+  checkpoint.mute_orbax_failure_reports()  # a checkpoint that does not restore: one line
   workdirs = FLAGS.workdir or []
   if not workdirs:
     print("error: give at least one --workdir", file=sys.stderr)
@@ -750,48 +754,57 @@ def main(argv: Sequence[str]) -> int:
     return 2
   grid = tuple(float(v) for v in FLAGS.lambdas)
   try:
-    if FLAGS.baseline_sweep:
-      baseline_sweep(workdirs[0], ks=[int(v) for v in FLAGS.sweep_k],
-                     rs=[int(v) for v in FLAGS.sweep_r], names=names, out_dir=FLAGS.out,
-                     batch_size=FLAGS.batch_size, grid=grid, val_limit=FLAGS.val_limit,
-                     test_limit=FLAGS.test_limit, tail=FLAGS.sweep_tail,
-                     curve_plots=[tuple(int(v) for v in kr.split(":"))
-                                  for kr in FLAGS.curve_plots])
-      print(f"wrote baseline_sweep.csv/.md/.png into {FLAGS.out or workdirs[0] + '/eval'}")
-      return 0
-    if FLAGS.byzantine_k:
-      run = load_run(workdirs[0], restore=False)
-      out = FLAGS.out or os.path.join(workdirs[0], EVAL_DIR)
-      os.makedirs(out, exist_ok=True)
-      rows = [byzantine(run.base_fns, run.base_variables, run.test_arrays(),
-                        np.arange(len(run.dataset.x_test)), int(k), int(a), sigma=float(sigma),
-                        convention=FLAGS.byzantine_convention,
-                        batch_size=FLAGS.batch_size or 500)
-              for k in FLAGS.byzantine_k for a in FLAGS.byzantine_errors
-              for sigma in FLAGS.byzantine_sigma]
-      write_table(os.path.join(out, "byzantine"), rows,
-                  f"ApproxIFER with Byzantine workers: {run.dataset.name} "
-                  f"{run.config.base_model.name} (test, every query scored)")
-      print(f"wrote {out}/byzantine.csv/.md")
-      return 0
-    results = []
-    for workdir in workdirs:
-      out = (os.path.join(FLAGS.out, os.path.basename(os.path.normpath(workdir)))
-             if FLAGS.out and len(workdirs) > 1 else FLAGS.out)
-      results.append(evaluate_workdir(workdir, out_dir=out, beyond=FLAGS.beyond,
-                                      with_baselines=FLAGS.baselines, names=names,
-                                      batch_size=FLAGS.batch_size, grid=grid))
-      code = results[-1]["schemes"][0]
-      print(f"{workdir}: degraded top-1 {code['degraded_top1']:.4f}, agreement "
-            f"{code['agreement']:.4f}, F {code['base_top1']:.4f}")
-    if len(workdirs) > 1:
-      out = FLAGS.out or os.path.join(workdirs[0], EVAL_DIR)
-      write_table(os.path.join(out, "comparison"), comparison_rows(results),
-                  "Comparison across runs (test split)")
-      print(f"wrote {out}/comparison.csv/.md")
+    with contextlib.ExitStack() as locks:
+      # It writes F's cached outputs (and eval/) into each workdir: no run may write beside it.
+      for workdir in workdirs:
+        locks.enter_context(workdir_lib.locked(workdir, "evaluation (python -m lcc_jax.evaluate)"))
+      return _run_cli(FLAGS, workdirs, names, grid)
   except (ValueError, data.DataUnavailableError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+
+
+def _run_cli(FLAGS, workdirs, names, grid) -> int:
+  """What the flags ask for, on locked workdirs; raises ValueError on bad input."""
+  if FLAGS.baseline_sweep:
+    baseline_sweep(workdirs[0], ks=[int(v) for v in FLAGS.sweep_k],
+                   rs=[int(v) for v in FLAGS.sweep_r], names=names, out_dir=FLAGS.out,
+                   batch_size=FLAGS.batch_size, grid=grid, val_limit=FLAGS.val_limit,
+                   test_limit=FLAGS.test_limit, tail=FLAGS.sweep_tail,
+                   curve_plots=[tuple(int(v) for v in kr.split(":"))
+                                for kr in FLAGS.curve_plots])
+    print(f"wrote baseline_sweep.csv/.md/.png into {FLAGS.out or workdirs[0] + '/eval'}")
+    return 0
+  if FLAGS.byzantine_k:
+    run = load_run(workdirs[0], restore=False)
+    out = FLAGS.out or os.path.join(workdirs[0], EVAL_DIR)
+    os.makedirs(out, exist_ok=True)
+    rows = [byzantine(run.base_fns, run.base_variables, run.test_arrays(),
+                      np.arange(len(run.dataset.x_test)), int(k), int(a), sigma=float(sigma),
+                      convention=FLAGS.byzantine_convention,
+                      batch_size=FLAGS.batch_size or 500)
+            for k in FLAGS.byzantine_k for a in FLAGS.byzantine_errors
+            for sigma in FLAGS.byzantine_sigma]
+    write_table(os.path.join(out, "byzantine"), rows,
+                f"ApproxIFER with Byzantine workers: {run.dataset.name} "
+                f"{run.config.base_model.name} (test, every query scored)")
+    print(f"wrote {out}/byzantine.csv/.md")
+    return 0
+  results = []
+  for workdir in workdirs:
+    out = (os.path.join(FLAGS.out, os.path.basename(os.path.normpath(workdir)))
+           if FLAGS.out and len(workdirs) > 1 else FLAGS.out)
+    results.append(evaluate_workdir(workdir, out_dir=out, beyond=FLAGS.beyond,
+                                    with_baselines=FLAGS.baselines, names=names,
+                                    batch_size=FLAGS.batch_size, grid=grid))
+    code = results[-1]["schemes"][0]
+    print(f"{workdir}: degraded top-1 {code['degraded_top1']:.4f}, agreement "
+          f"{code['agreement']:.4f}, F {code['base_top1']:.4f}")
+  if len(workdirs) > 1:
+    out = FLAGS.out or os.path.join(workdirs[0], EVAL_DIR)
+    write_table(os.path.join(out, "comparison"), comparison_rows(results),
+                "Comparison across runs (test split)")
+    print(f"wrote {out}/comparison.csv/.md")
   return 0
 
 
@@ -830,12 +843,6 @@ def _define_flags():
 def run():
   """The ``lcc-evaluate`` console script (= ``python -m lcc_jax.evaluate``)."""
   from absl import app
-  # XLA:CPU's multi-threaded Eigen pool wedged twice (all threads in futex waits) in long LeTCC
-  # sweeps (linalg.solve vmapped over thousands of patterns); single-threaded Eigen never did.
-  # Read when the CPU backend starts, i.e. at the first computation, after this line.
-  if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false").strip()
   _define_flags()
   app.run(main)
 

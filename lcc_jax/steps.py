@@ -7,8 +7,10 @@ all, is a separate ``frozen`` argument: gradients are taken w.r.t. ``state.param
 has no gradient, no optimizer moments and cannot change (tests check it bit for bit).
 
 Data lives on the device (``data = {"x": x_NxI, "y": y_NxC, "labels": labels_N}``); a step
-receives one index array ``idx_BxK`` and gathers its groups itself, so the host sends a few
-hundred integers per step and never syncs.
+receives one index array ``idx_BxK`` and gathers its groups itself. The training loop runs many
+steps per dispatch (``train_chunk``: a ``lax.scan`` over an epoch's index arrays, uploaded once
+per epoch) and a whole split's evaluation in one (``eval_split``), so the host neither sends
+nor reads anything per step.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lcc_jax import coding, losses, metrics
+from lcc_jax import coding, losses, metrics, precision
 
 COMPONENTS = ("encoder", "decoder", "parity_model")
 PARITY_LOSS = "parity_mse"
@@ -73,22 +75,30 @@ def gather(data, idx_BxK):
 
 
 def batch_loss(code: coding.Code, variables, x_BxKxI, y_BxKxC, labels_BxK, weight_B,
-               unavail_PxN, *, loss: str, train: bool, chunk=None):
-  """(loss, (recon_PxBxKxC, parity-model state updates)) for one batch of groups."""
+               unavail_PxN, *, loss: str, train: bool, chunk=None, compute_dtype=None):
+  """(loss, (recon_PxBxKxC, pout_BxRxC, parity-model state updates)) for one batch of groups.
+
+  With ``compute_dtype`` (bfloat16) the forward pass computes in it; what comes out (and so the
+  loss, the metrics and the state updates) is float32 again.
+  """
   recon_PxBxKxC, pout_BxRxC, updates = coding.forward(
-      code, variables, x_BxKxI, y_BxKxC, unavail_PxN, train=train, chunk=chunk)
+      code, precision.cast(variables, compute_dtype), precision.cast(x_BxKxI, compute_dtype),
+      precision.cast(y_BxKxC, compute_dtype), unavail_PxN, train=train, chunk=chunk)
+  recon_PxBxKxC, pout_BxRxC, updates = precision.cast((recon_PxBxKxC, pout_BxRxC, updates),
+                                                      jnp.float32)
   if loss == PARITY_LOSS:
     target_BxRxC = code.decoder.parity_target(y_BxKxC)
     value = losses.parity_mse(pout_BxRxC, target_BxRxC, weight_B)
   else:
     value, _ = losses.reconstruction_loss(loss, recon_PxBxKxC, y_BxKxC, labels_BxK,
                                           unavail_PxN, weight_B)
-  return value, (recon_PxBxKxC, updates)
+  return value, (recon_PxBxKxC, pout_BxRxC, updates)
 
 
 def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
                code: coding.Code, tx: optax.GradientTransformation, loss: str,
-               augment: Callable | None = None, chunk=None, skip_nonfinite: bool = False):
+               augment: Callable | None = None, chunk=None, skip_nonfinite: bool = False,
+               compute_dtype=None):
   """One optimisation step; returns (new state, metrics of this step).
 
   With ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the state as it
@@ -105,9 +115,10 @@ def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, 
     # Training mode matters only for a trained parity model's batch norm; a frozen F_P, like
     # F, always runs on its running statistics.
     return batch_loss(code, variables, x_BxKxI, y_BxKxC, labels_BxK, weight_B, unavail_PxN,
-                      loss=loss, train="parity_model" in state.params, chunk=chunk)
+                      loss=loss, train="parity_model" in state.params, chunk=chunk,
+                      compute_dtype=compute_dtype)
 
-  (value, (recon_PxBxKxC, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
+  (value, (recon_PxBxKxC, _, updates)), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)
   step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
   model_state = {n: {**s, **updates} if n == "parity_model" else s
@@ -124,13 +135,47 @@ def train_step(state: TrainState, frozen, data, idx_BxK, weight_B, unavail_PxN, 
   return new_state, {"loss": value, "skipped": 1 - jnp.asarray(finite, jnp.int32), **counts}
 
 
+def train_chunk(state: TrainState, frozen, data, idx_SxBxK, weight_SxB, first_step, unavail_PxN,
+                *, num_steps: int, **step_kwargs):
+  """``num_steps`` train steps in one ``lax.scan``, from step ``state.step − first_step`` of
+  the epoch.
+
+  ``idx_SxBxK`` / ``weight_SxB`` are a whole epoch's batches and ``first_step`` the global step
+  the epoch began at, all uploaded once per epoch: where a chunk starts follows from the state
+  itself, so nothing crosses to the device per chunk. Returns (state, (loss_L, skipped_L),
+  counts) with the counts (see ``metrics.pattern_counts``) summed over the chunk in int32.
+  """
+  start = state.step - first_step
+  idx_LxBxK = jax.lax.dynamic_slice_in_dim(idx_SxBxK, start, num_steps)
+  weight_LxB = jax.lax.dynamic_slice_in_dim(weight_SxB, start, num_steps)
+
+  def one_step(carry, batch):
+    state, counts = carry
+    state, step_metrics = train_step(state, frozen, data, *batch, unavail_PxN, **step_kwargs)
+    loss, skipped = step_metrics.pop("loss"), step_metrics.pop("skipped")
+    return (state, jax.tree.map(jnp.add, counts, step_metrics)), (loss, skipped)
+
+  counts_shape = jax.eval_shape(
+      lambda: train_step(state, frozen, data, idx_LxBxK[0], weight_LxB[0], unavail_PxN,
+                         **step_kwargs))[1]
+  zeros = {key: jnp.zeros(v.shape, v.dtype) for key, v in counts_shape.items()
+           if key not in ("loss", "skipped")}
+  (state, counts), per_step = jax.lax.scan(one_step, (state, zeros), (idx_LxBxK, weight_LxB))
+  return state, per_step, counts
+
+
 def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN, *,
-              code: coding.Code, loss: str, chunk=None):
-  """Per-pattern counts (and loss sums) for one batch of fixed groups; nothing is trained."""
+              code: coding.Code, loss: str, chunk=None, compute_dtype=None):
+  """Per-pattern counts (and loss sums) for one batch of fixed groups; nothing is trained.
+
+  ``loss_sum`` is always the reconstruction loss of the reconstructions (MSE for a parity-model
+  run); a parity-model run adds ``parity_loss_sum``, its training objective.
+  """
   x_BxKxI, y_BxKxC, labels_BxK = gather(data, idx_BxK)
   variables = all_variables(params, model_state, frozen)
-  recon_PxBxKxC, pout_BxRxC, _ = coding.forward(code, variables, x_BxKxI, y_BxKxC, unavail_PxN,
-                                                train=False, chunk=chunk)
+  _, (recon_PxBxKxC, pout_BxRxC, _) = batch_loss(
+      code, variables, x_BxKxI, y_BxKxC, labels_BxK, weight_B, unavail_PxN, loss=loss,
+      train=False, chunk=chunk, compute_dtype=compute_dtype)
   recon_loss = "mse" if loss == PARITY_LOSS else loss  # any reconstruction loss, a user's too
   counts = metrics.pattern_counts(recon_PxBxKxC, y_BxKxC, labels_BxK, unavail_PxN, weight_B,
                                   loss_name=recon_loss)
@@ -143,12 +188,55 @@ def eval_step(params, model_state, frozen, data, idx_BxK, weight_B, unavail_PxN,
   return counts
 
 
-def jit_train_step(code, tx, loss, augment=None, chunk=None, skip_nonfinite=False):
+def eval_split(params, model_state, frozen, data, idx_SxBxK, weight_SxB, unavail_PxN,
+               **step_kwargs):
+  """``eval_step`` over every batch of a split in one ``lax.scan``: each batch's counts, stacked
+  (S, ...), so the host sums them in int64 / float64 exactly as batch by batch."""
+
+  def one_batch(_, batch):
+    return None, eval_step(params, model_state, frozen, data, *batch, unavail_PxN, **step_kwargs)
+
+  return jax.lax.scan(one_batch, None, (idx_SxBxK, weight_SxB))[1]
+
+
+def _traced_in(precision_name: str, fn: Callable) -> Callable:
+  """``fn`` traced under the precision's matmul setting (so it is part of the program)."""
+
+  def wrapped(*args, **kwargs):
+    with precision.scope(precision_name):
+      return fn(*args, **kwargs)
+
+  # Named as the step it runs (a partial has no name): compile logs and profiles say which.
+  wrapped.__name__ = wrapped.__qualname__ = fn.func.__name__
+  return wrapped
+
+
+def jit_train_step(code, tx, loss, augment=None, chunk=None, skip_nonfinite=False,
+                   precision_name="highest"):
   """The jitted train step; the state is donated (updated in place on the device)."""
-  return jax.jit(functools.partial(train_step, code=code, tx=tx, loss=loss, augment=augment,
-                                   chunk=chunk, skip_nonfinite=skip_nonfinite),
-                 donate_argnums=0)
+  step = functools.partial(train_step, code=code, tx=tx, loss=loss, augment=augment, chunk=chunk,
+                           skip_nonfinite=skip_nonfinite,
+                           compute_dtype=precision.compute_dtype(precision_name))
+  return jax.jit(_traced_in(precision_name, step), donate_argnums=0)
 
 
-def jit_eval_step(code, loss, chunk=None):
-  return jax.jit(functools.partial(eval_step, code=code, loss=loss, chunk=chunk))
+def jit_train_chunk(code, tx, loss, augment=None, chunk=None, skip_nonfinite=False,
+                    precision_name="highest"):
+  """The jitted ``train_chunk`` (``num_steps`` static: one program per chunk length)."""
+  fn = functools.partial(train_chunk, code=code, tx=tx, loss=loss, augment=augment, chunk=chunk,
+                         skip_nonfinite=skip_nonfinite,
+                         compute_dtype=precision.compute_dtype(precision_name))
+  return jax.jit(_traced_in(precision_name, fn), donate_argnums=0,
+                 static_argnames="num_steps")
+
+
+def jit_eval_step(code, loss, chunk=None, precision_name="highest"):
+  return jax.jit(_traced_in(precision_name, functools.partial(
+      eval_step, code=code, loss=loss, chunk=chunk,
+      compute_dtype=precision.compute_dtype(precision_name))))
+
+
+def jit_eval_split(code, loss, chunk=None, precision_name="highest"):
+  return jax.jit(_traced_in(precision_name, functools.partial(
+      eval_split, code=code, loss=loss, chunk=chunk,
+      compute_dtype=precision.compute_dtype(precision_name))))

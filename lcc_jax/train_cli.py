@@ -69,6 +69,8 @@ flags.DEFINE_bool("overwrite", False, "Delete a run of another config in --workd
 flags.DEFINE_integer("sweep_index", -1, "Run only this entry of the config's sweep.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in the inputs.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_string("profile_dir", "", "Write a jax.profiler trace of one chunk of training "
+                    "steps (the second epoch's first) into this folder (TensorBoard / Perfetto).")
 FLAGS = flags.FLAGS
 
 
@@ -101,7 +103,7 @@ def _parse_flags(argv):
 def main(argv):
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   from lcc_jax import cli, host_memory
-  host_memory.keep_freed_memory()  # before the first computation (see its module)
+  host_memory.prepare_host()  # before the first computation, CPU backend only (see its module)
   try:
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {argv[1:]}")
@@ -115,7 +117,8 @@ def main(argv):
       result = cli.dry_run(config)
     else:
       result = cli.run(config, workdir, eval_only=FLAGS.eval_only, overwrite=FLAGS.overwrite,
-                       progress=FLAGS.progress, verbose=FLAGS.verbose)
+                       progress=FLAGS.progress, verbose=FLAGS.verbose,
+                       profile_dir=FLAGS.profile_dir)
     if isinstance(result, int):
       status = max(status, result)
     elif result is not None:

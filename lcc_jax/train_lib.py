@@ -2,27 +2,32 @@
 
 Sections: set-up and workdir · data · base model F · F's outputs · the code · checkpoints and
 resume · the epoch loop (train, evaluate val and test over every pattern, log, checkpoint) ·
-summary and plots. Every step is one jitted call on device-resident data; the host only sends
-index arrays and reads each step's metrics one step late, so it never stalls the device.
+summary and plots. The data, F's outputs and the erasure patterns live on the device for the
+whole run; each epoch's index arrays cross once; training runs ``steps_per_dispatch`` steps per
+jitted call (a ``lax.scan``) and a split's evaluation runs in one call, so the host sends and
+reads one small pytree per chunk and never per step. Checkpoints are written asynchronously.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
-import shutil
 import signal
+import sys
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
 
 from lcc_jax import (base_training, checkpoint, coding, data, erasure, metrics, nn, optim,
-                     parallel, plots, registry, steps, validate, workdir as workdir_lib)
+                     parallel, plots, precision, registry, steps, validate,
+                     workdir as workdir_lib)
 
 log = logging.getLogger(__name__)
 
@@ -153,23 +158,32 @@ def outputs_tag(config, dataset) -> str:
 # ------------------------------------------------------------------------------ evaluation
 
 
-def evaluate_split(eval_step, state, frozen, split_data, indices, unavail_PxN, config,
-                   mesh) -> dict:
-  """Per-pattern metrics of fixed groups over a whole split (exact counts)."""
+def eval_batches(indices, config, mesh) -> tuple[jax.Array, jax.Array]:
+  """A split's fixed groups as device arrays (S, B, K) / (S, B): uploaded once per run."""
   idx_SxBxK, weight_SxB = data.group_indices(
       indices, config.k, config.data.eval_batch_size, shuffle=False,
       process_index=jax.process_index(), process_count=jax.process_count())
+  return tuple(parallel.global_steps(idx_SxBxK, weight_SxB, mesh))
+
+
+def split_summary(per_batch, unavail_PxN, config) -> dict:
+  """Per-pattern metrics of a whole split from ``steps.eval_split``'s per-batch counts.
+
+  Summed on the host batch by batch (int64 / float64), so the counts are exact. ``loss`` is
+  the training objective, comparable with the train entries: the parity MSE for a
+  parity-model run (whose reconstruction MSE is then ``recon_loss``).
+  """
+  per_batch = jax.device_get(per_batch)
   acc = metrics.Accumulator()
-  for idx_BxK, weight_B in zip(idx_SxBxK, weight_SxB):
-    idx, weight = parallel.global_batch(idx_BxK, weight_B, mesh)
-    acc.add(eval_step(state.params, state.model_state, frozen, split_data, idx, weight,
-                      unavail_PxN))
+  for s in range(len(per_batch["n"])):
+    acc.add({key: v[s] for key, v in per_batch.items()})
   totals = acc.totals
   summary = metrics.summarize(totals, unavail_PxN)
   summary["base_top1"] = float(totals["base_correct"] / max(int(totals["base_n"]), 1))
   if "parity_loss_sum" in totals:
-    summary["parity_loss"] = float(totals["parity_loss_sum"] / max(int(totals["base_n"]) //
-                                                                   config.k, 1))
+    summary["recon_loss"] = summary["loss"]
+    summary["loss"] = summary["parity_loss"] = float(
+        totals["parity_loss_sum"] / max(int(totals["base_n"]) // config.k, 1))
   return summary
 
 
@@ -214,29 +228,125 @@ def _best_so_far(entries: list[dict], best_metric: str) -> tuple[float, int]:
   return best, best_epoch
 
 
-def _train_entry(epoch, step, totals, loss_sum, num_steps, skipped, unavail_PxN) -> dict:
+def _train_entry(epoch, step, totals, loss_sum, num_steps, skipped, unavail_PxN,
+                 time_s, steps_run) -> dict:
   summary = metrics.summarize(totals, unavail_PxN)
   # Skipped steps (on_nonfinite=skip) have no loss to average.
   return {"split": "train", "epoch": epoch, "step": step,
           "loss": loss_sum / max(num_steps - skipped, 1),
-          "skipped_steps": skipped, **summary}
+          "skipped_steps": skipped, **summary, "time_s": time_s,
+          "steps_per_s": steps_run / time_s if time_s > 0 else 0.0}
+
+
+class _EpochTotals:
+  """An epoch's training metrics on the host: counts, the loss sum, skipped steps."""
+
+  def __init__(self, resume: dict | None = None):
+    self.acc = metrics.Accumulator()
+    resume = resume or {}
+    if resume:
+      self.acc.add({key: np.asarray(v) for key, v in resume["train_totals"].items()})
+    self.loss_sum = resume.get("train_loss_sum", 0.0)
+    self.skipped = resume.get("train_skipped", 0)
+
+  def add_chunk(self, outputs, first_step: int, config, epoch: int, bar) -> None:
+    """Adds one chunk's results (read now); stops on a non-finite loss at the step it names."""
+    (loss_L, skipped_L), counts = jax.device_get(outputs)
+    bad = np.flatnonzero(~np.isfinite(loss_L) & (skipped_L == 0))
+    if bad.size:
+      step = first_step + int(bad[0]) + 1
+      raise TrainingStopped(
+          f"non-finite loss ({loss_L[bad[0]]}) at epoch {epoch}, step {step}; the last good "
+          "checkpoint is kept and a rerun resumes from it. Lower optim.lr, or set "
+          "--config.on_nonfinite=skip to skip such steps")
+    self.acc.add(counts)
+    for loss, skipped in zip(loss_L.tolist(), skipped_L.tolist()):  # in order, in float64
+      if not skipped:
+        self.loss_sum += loss
+      self.skipped += int(skipped)
+    totals = self.acc.totals
+    n = max(int(np.sum(totals["n"])), 1)
+    bar.update(len(loss_L))
+    bar.set_postfix(loss=f"{loss_L[-1]:.4f}", refresh=False,
+                    deg_top1=f"{np.sum(totals['degraded_top1']) / n:.3f}")
+
+  def resume_meta(self) -> dict:
+    return {"train_totals": {key: np.asarray(v).tolist() for key, v in self.acc.totals.items()},
+            "train_loss_sum": self.loss_sum, "train_skipped": self.skipped}
+
+
+# One dispatch (and one compiled program) for the whole state, not one per leaf.
+_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+class _CheckpointPolicy:
+  """When to write the latest state: every ``every_epochs`` epochs and/or ``every_minutes``.
+
+  The best state is copied on the device when it is reached and written with the next
+  checkpoint (before it), so a new best costs no write; every checkpoint written has the best
+  so far on disk beside it. All processes decide alike (process 0's clock decides).
+  """
+
+  def __init__(self, every_epochs: int, every_minutes: float):
+    self.every_epochs, self.every_minutes = every_epochs, every_minutes
+    self.last = time.monotonic()
+    self.best = None  # (step, state copy, meta, metric) not yet written
+
+  def due(self, epoch: int) -> bool:
+    by_epoch = bool(self.every_epochs) and epoch % self.every_epochs == 0
+    by_time = bool(self.every_minutes) and time.monotonic() - self.last >= 60 * self.every_minutes
+    return parallel.agree(by_epoch or by_time)
+
+  def new_best(self, step: int, state, meta: dict, metric: float) -> None:
+    self.best = (step, _copy_tree(state), meta, metric)
+
+  def write(self, ckpt, step: int, state, meta: dict) -> None:
+    """Writes the pending best (if any), then ``state`` as the latest (asynchronously)."""
+    best, self.best = self.best, None
+    if best is not None and best[0] == step:
+      ckpt.save(step, best[1], best[2], best[3])
+    else:
+      if best is not None:
+        ckpt.save(*best)
+      # The latest state carries no metric, so orbax's BestN keeps exactly the best epoch.
+      ckpt.save(step, state, meta, -np.inf)
+    self.last = time.monotonic()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_only: bool = False,
-                       overwrite: bool = False, progress: bool = True) -> dict:
-  """Trains what ``config`` says in ``workdir`` (resuming it), evaluates, writes the summary."""
-  # --- Set-up: validate everything before any work, then claim the workdir.
+                       overwrite: bool = False, progress: bool = True,
+                       profile_dir: str = "") -> dict:
+  """Trains what ``config`` says in ``workdir`` (resuming it), evaluates, writes the summary.
+
+  ``profile_dir``: write a ``jax.profiler`` trace of one chunk of training steps there.
+  """
+  # --- Set-up: validate everything before any work, then lock and claim the workdir.
   parallel.initialize(config.get("distributed"))
   mesh = parallel.make_mesh()
   main = parallel.is_main_process()
   validate.check_run(config, workdir if main else None, mesh=mesh, overwrite=overwrite,
                      eval_only=eval_only)
-  if main:
-    if overwrite and os.path.isdir(workdir) and not eval_only:
-      shutil.rmtree(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    workdir_lib.claim(workdir, config.to_dict(), overwrite=overwrite)
-  parallel.wait_for_all_processes("workdir claimed")
+  if config.compilation_cache_dir:
+    # Every program of the run, however quick to compile, so a sweep compiles each once.
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(config.compilation_cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  # The main process holds the workdir's lock for the whole run; the others wait for it below.
+  lock = (workdir_lib.locked(workdir, "evaluation (--eval_only)" if eval_only else "training")
+          if main else contextlib.nullcontext())
+  with lock:
+    if main:
+      if overwrite and os.path.isdir(workdir) and not eval_only:
+        workdir_lib.clear(workdir)
+      workdir_lib.claim(workdir, config.to_dict(), overwrite=overwrite)
+    parallel.wait_for_all_processes("workdir claimed")
+    return _train_and_evaluate(config, workdir, mesh=mesh, eval_only=eval_only,
+                               progress=progress, profile_dir=profile_dir)
+
+
+def _train_and_evaluate(config, workdir: str, *, mesh, eval_only: bool, progress: bool,
+                        profile_dir: str) -> dict:
+  """train_and_evaluate once the workdir is locked and claimed."""
+  main = parallel.is_main_process()
   start_time = time.time()
   progress = progress and main
 
@@ -270,19 +380,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
   variables = init_code_variables(code, base_variables, jax.random.fold_in(rng, 1))
   unavail_PxN = erasure.patterns(config.k, config.r, config.patterns.mode,
                                  limit=config.patterns.limit)
+  unavail_on_device = parallel.replicate(unavail_PxN, mesh)  # for the whole run
   tx = optim.make_tx(**config.optim.to_dict())
-  state, frozen = steps.init_state(variables, trainable_components(config), tx,
-                                   jax.random.fold_in(rng, 2))
+  # Jitted: one program builds every optimizer moment, instead of one eager op per leaf.
+  state, frozen = jax.jit(functools.partial(steps.init_state, trainable=trainable_components(
+      config), tx=tx))(variables, rng=jax.random.fold_in(rng, 2))
   shard_min = config.distributed.shard_params_min_size
   # Parameters and optimizer state are replicated, or their big kernels sharded over devices.
   state = parallel.shard_params(state, mesh, shard_min) if shard_min else parallel.replicate(
       state, mesh)
   frozen = parallel.replicate(frozen, mesh)
   chunk = config.patterns.chunk or None
-  train_step = steps.jit_train_step(code, tx, config.loss, dataset.augment, chunk,
-                                    skip_nonfinite=config.on_nonfinite == "skip")
-  eval_step = steps.jit_eval_step(code, config.loss, chunk)
-  eval_sets = {"val": (train_data, split["val"]), "test": (test_data, test_indices)}
+  train_chunk = steps.jit_train_chunk(code, tx, config.loss, dataset.augment, chunk,
+                                      skip_nonfinite=config.on_nonfinite == "skip",
+                                      precision_name=config.precision)
+  eval_split = steps.jit_eval_split(code, config.loss, chunk, precision_name=config.precision)
+  eval_sets = {"val": (train_data, eval_batches(split["val"], config, mesh)),
+               "test": (test_data, eval_batches(test_indices, config, mesh))}
   metrics_log = workdir_lib.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   best_split = config.best_metric.split("/", 1)[0]
 
@@ -291,71 +405,93 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
               "patterns": erasure.unavailable_slots(unavail_PxN),
               "split_sizes": {key: int(len(v)) for key, v in split.items()},
               "devices": jax.device_count(), "processes": jax.process_count(),
+              "backend": jax.default_backend(), "precision": config.precision,
               "components": component_sources(config), **parameter_counts(variables)}
   if main:
     with _writing("run_info.json"):
       workdir_lib.write_json(os.path.join(workdir, "run_info.json"), run_info)
 
+  def evaluate(state, split_names) -> list[tuple[str, dict, float]]:
+    """Dispatches every split's evaluation before reading any: (split, summary, time_s)."""
+    start = time.perf_counter()
+    pending = [(name, eval_split(state.params, state.model_state, frozen, eval_sets[name][0],
+                                 *eval_sets[name][1], unavail_on_device))
+               for name in split_names]
+    results = []
+    for name, per_batch in pending:
+      summary = split_summary(per_batch, unavail_PxN, config)
+      now = time.perf_counter()
+      results.append((name, summary, now - start))
+      start = now
+    return results
+
   with checkpoint.Checkpoints(os.path.join(workdir, "checkpoints")) as ckpt:
+    if eval_only:
+      return _eval_only(config, workdir, ckpt, state, evaluate, base_test_accuracy)
+
     # --- Resume: the latest checkpoint, with the epoch position and partial train counts.
-    latest = ckpt.latest_epoch()
     epoch_done, resume = 0, {}
-    if latest is not None:
-      state, resume = ckpt.restore(latest, state)
+    if ckpt.latest_step() is not None:
+      state, resume = _restore_latest_good(ckpt, state)
       epoch_done = resume["epoch"]
-      log.info("resuming from step %d (epoch %d done)", latest, epoch_done)
     entries = metrics_log.truncate_after(epoch_done) if main else []
     best, best_epoch = _best_so_far(entries, config.best_metric)
 
-    if eval_only:
-      return _eval_only(config, workdir, ckpt, state, frozen, eval_step, eval_sets, unavail_PxN,
-                        mesh, base_test_accuracy, run_info)
-
     # --- The epoch loop.
+    policy = _CheckpointPolicy(config.checkpoint_every, config.checkpoint_every_minutes)
+    global_step = int(jax.device_get(state.step))
+    profiler = _Profiler(profile_dir, first_epoch=epoch_done + 1, num_epochs=config.num_epochs)
     with _SignalFlag() as stop:
       for epoch in range(epoch_done + 1, config.num_epochs + 1):
+        epoch_start = time.perf_counter()
         idx_SxBxK, weight_SxB = data.group_indices(
             split["train"], config.k, config.data.batch_size, shuffle=True, seed=config.seed,
             epoch=epoch, process_index=jax.process_index(), process_count=jax.process_count())
+        num_steps = len(idx_SxBxK)
         first = resume.get("step_in_epoch", 0) if resume.get("in_epoch") == epoch else 0
-        acc = metrics.Accumulator()
-        if first:
-          acc.add({key: np.asarray(v) for key, v in resume["train_totals"].items()})
-        loss_sum = resume.get("train_loss_sum", 0.0) if first else 0.0
-        skipped = resume.get("train_skipped", 0) if first else 0
-        bar = tqdm(range(first, len(idx_SxBxK)), desc=f"epoch {epoch}/{config.num_epochs}",
+        totals = _EpochTotals(resume if first else None)
+        # The epoch's batches and the global step it began at: one transfer for all its steps.
+        *epoch_batches, epoch_first_step = parallel.global_steps(
+            idx_SxBxK, weight_SxB, mesh, np.int32(global_step - first))
+        per_dispatch = config.steps_per_dispatch or num_steps
+        bar = tqdm(total=num_steps, initial=first, desc=f"epoch {epoch}/{config.num_epochs}",
                    disable=not progress, leave=False, dynamic_ncols=True)
-        pending = None
-        for s in bar:
-          idx, weight = parallel.global_batch(idx_SxBxK[s], weight_SxB[s], mesh)
-          state, step_metrics = train_step(state, frozen, train_data, idx, weight, unavail_PxN)
-          # Read the previous step's metrics now that this one is queued: no device stall.
+        position, pending = first, None
+        while position < num_steps:
+          length = min(per_dispatch, num_steps - position)
+          state, per_step, counts = profiler.call(
+              epoch == profiler.epoch and position == first, train_chunk, state, frozen,
+              train_data, *epoch_batches, epoch_first_step, unavail_on_device, num_steps=length)
+          # Read the previous chunk's results now that this one is queued: no device stall.
           if pending is not None:
-            loss_sum, skipped = _consume(pending, acc, loss_sum, skipped, config, epoch, s - 1,
-                                         bar)
-          pending = step_metrics
+            totals.add_chunk(pending[1], pending[0], config, epoch, bar)
+          pending = (position, (per_step, counts))
+          position += length
+          global_step += length
           if stop.received:
-            loss_sum, skipped = _consume(pending, acc, loss_sum, skipped, config, epoch, s, bar)
+            totals.add_chunk(pending[1], pending[0], config, epoch, bar)
+            meta = {"epoch": epoch - 1, "in_epoch": epoch, "step_in_epoch": position,
+                    **totals.resume_meta()}
             with _writing(f"the checkpoint of the interrupted epoch {epoch}"):
-              _save_interrupted(ckpt, state, epoch - 1, epoch, s + 1, acc, loss_sum, skipped)
+              # An interrupted state has no validation metric: it never becomes "best".
+              policy.write(ckpt, global_step, state, meta)
+              ckpt.wait_until_finished()
             raise TrainingStopped(
-                f"{stop.received} received at epoch {epoch}, step {s + 1}: saved a checkpoint; "
-                "run the same command again to resume")
+                f"{stop.received} received at epoch {epoch}, step {position}: saved a "
+                "checkpoint; run the same command again to resume")
         if pending is not None:
-          loss_sum, skipped = _consume(pending, acc, loss_sum, skipped, config, epoch,
-                                       len(idx_SxBxK) - 1, bar)
+          totals.add_chunk(pending[1], pending[0], config, epoch, bar)
         bar.close()
+        train_time = time.perf_counter() - epoch_start
         resume = {}
 
         # Evaluate val and test over every pattern.
-        step_now = int(jax.device_get(state.step))
-        new_entries = [_train_entry(epoch, step_now, acc.totals, loss_sum, len(idx_SxBxK),
-                                    skipped, unavail_PxN)]
-        for split_name in config.eval_splits:
-          split_data, indices = eval_sets[split_name]
-          summary = evaluate_split(eval_step, state, frozen, split_data, indices, unavail_PxN,
-                                   config, mesh)
-          new_entries.append({"split": split_name, "epoch": epoch, "step": step_now, **summary})
+        new_entries = [_train_entry(epoch, global_step, totals.acc.totals, totals.loss_sum,
+                                    num_steps, totals.skipped, unavail_PxN, train_time,
+                                    num_steps - first)]
+        for split_name, summary, time_s in evaluate(state, config.eval_splits):
+          new_entries.append({"split": split_name, "epoch": epoch, "step": global_step,
+                              **summary, "time_s": time_s})
         # A diverged state is never logged or saved: the last good checkpoint stays the latest.
         bad = [e["split"] for e in new_entries[1:] if not np.isfinite(e.get("loss", 0.0))]
         if bad:
@@ -371,22 +507,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
 
         value = next(e for e in new_entries if e["split"] == best_split)[
             config.best_metric.split("/", 1)[1]]
-        is_best = value > best
-        if is_best:
+        meta = {"epoch": epoch, "best": best, "best_epoch": best_epoch}
+        if value > best:  # strict: ties go to the earlier epoch, as upstream's
           best, best_epoch = value, epoch
-        out_of_time = (config.time_limit_minutes > 0 and
-                       time.time() - start_time > 60 * config.time_limit_minutes)
-        if (is_best or epoch % config.checkpoint_every == 0 or epoch == config.num_epochs or
-            out_of_time):
-          # Only the best epoch carries its metric to orbax, so its BestN keeps exactly the
-          # epoch the summary reports (ties go to the earlier epoch, as upstream's strict >).
+          meta = {"epoch": epoch, "best": best, "best_epoch": best_epoch}
+          policy.new_best(global_step, state, meta, value)
+        out_of_time = (config.time_limit_minutes > 0 and parallel.agree(
+            time.time() - start_time > 60 * config.time_limit_minutes))
+        with _writing("a checkpoint written in the background"):
+          ckpt.check_for_errors()  # an asynchronous write that failed stops the run now
+        if epoch == config.num_epochs or out_of_time or policy.due(epoch):
           with _writing(f"the checkpoint of epoch {epoch}"):
-            ckpt.save(step_now, state, {"epoch": epoch, "best": best, "best_epoch": best_epoch},
-                      value if is_best else -np.inf)
+            policy.write(ckpt, global_step, state, meta)
         if out_of_time:
           log.warning("time_limit_minutes=%s reached after epoch %d", config.time_limit_minutes,
                       epoch)
           break
+    with _writing("the last checkpoint"):
+      ckpt.wait_until_finished()
 
   summary = _summarize(config, entries, best_epoch, base_test_accuracy, run_info,
                        time.time() - start_time)
@@ -395,6 +533,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, eval_
       workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     _plot(workdir, entries, summary, config)
   return summary
+
+
+class _Profiler:
+  """A ``jax.profiler`` trace of one chunk: the second epoch's first (compiled by then), or
+  the first when the run trains one epoch."""
+
+  def __init__(self, directory: str, *, first_epoch: int, num_epochs: int):
+    self.directory = directory
+    self.epoch = first_epoch + 1 if num_epochs > first_epoch else first_epoch
+
+  def call(self, wanted: bool, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, traced (and waited for) when ``wanted`` and a folder is set."""
+    if not (wanted and self.directory):
+      return fn(*args, **kwargs)
+    with jax.profiler.trace(self.directory):
+      out = jax.block_until_ready(fn(*args, **kwargs))
+    log.warning("wrote a profile of one chunk of epoch %d to %s", self.epoch, self.directory)
+    return out
 
 
 @contextlib.contextmanager
@@ -408,35 +564,6 @@ def _writing(what: str):
         f"could not write {what} ({type(e).__name__}: {lines[0] if lines else ''}); stopped "
         "instead of training on without it. Free disk space or fix the permissions, then run "
         "the same command again to resume from the last good checkpoint") from e
-
-
-def _consume(step_metrics, acc, loss_sum, skipped, config, epoch, step, bar):
-  """Adds one step's metrics to the epoch totals; stops on a non-finite loss."""
-  host = jax.device_get(step_metrics)
-  loss = float(host.pop("loss"))
-  step_skipped = int(host.pop("skipped"))
-  if not np.isfinite(loss) and not step_skipped:
-    raise TrainingStopped(
-        f"non-finite loss ({loss}) at epoch {epoch}, step {step + 1}; the last good checkpoint "
-        "is kept and a rerun resumes from it. Lower optim.lr, or set "
-        "--config.on_nonfinite=skip to skip such steps")
-  acc.add(host)
-  if not step_skipped:
-    loss_sum += loss
-  skipped += step_skipped
-  totals = acc.totals
-  n = max(int(np.sum(totals["n"])), 1)
-  bar.set_postfix(loss=f"{loss:.4f}", deg_top1=f"{np.sum(totals['degraded_top1']) / n:.3f}",
-                  refresh=False)
-  return loss_sum, skipped
-
-
-def _save_interrupted(ckpt, state, epoch_done, in_epoch, step_in_epoch, acc, loss_sum, skipped):
-  meta = {"epoch": epoch_done, "in_epoch": in_epoch, "step_in_epoch": step_in_epoch,
-          "train_totals": {key: np.asarray(v).tolist() for key, v in acc.totals.items()},
-          "train_loss_sum": loss_sum, "train_skipped": skipped}
-  # An interrupted state has no validation metric: it must never become "best".
-  ckpt.save(int(jax.device_get(state.step)), state, meta, -np.inf)
 
 
 def _log_epoch(entries, progress):
@@ -477,19 +604,46 @@ def _plot(workdir, entries, summary, config):
                       f"{title} (test, epoch {summary['best_epoch']})")
 
 
-def _eval_only(config, workdir, ckpt, state, frozen, eval_step, eval_sets, unavail_PxN, mesh,
-               base_test_accuracy, run_info) -> dict:
-  """Evaluates the best checkpoint (else the latest) on val and test; trains nothing."""
-  chosen = ckpt.best_epoch() or ckpt.latest_epoch()
-  if chosen is None:
+def _restore_latest_good(ckpt, state) -> tuple[Any, dict]:
+  """The newest checkpoint that restores; the damaged ones after it are set aside, each
+  reported in one line. None restores: a WorkdirError (exit 2), with nothing changed."""
+  try:
+    step, state, meta, problems = ckpt.restore_newest_good(state)
+  except checkpoint.NoCheckpointRestores as e:
+    raise workdir_lib.WorkdirError(
+        f"{e}; the run cannot resume. Pass --overwrite to start it again, or put back the "
+        f"checkpoints from a copy") from None
+  if problems:
+    damaged = ckpt.set_aside([s for s, _ in problems])
+    for bad, why in problems:
+      _warn(f"checkpoint {bad} does not restore ({why}); moved it to {damaged}/{bad} and "
+            f"resumed from checkpoint {step}")
+  log.info("resuming from step %d (epoch %d done)", step, meta["epoch"])
+  return state, meta
+
+
+def _warn(message: str) -> None:
+  if parallel.is_main_process():
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _eval_only(config, workdir, ckpt, state, evaluate, base_test_accuracy) -> dict:
+  """Evaluates the best checkpoint (else the latest that restores) on val and test."""
+  if ckpt.latest_step() is None:
     raise validate.ConfigError(f"--eval_only: {workdir} holds no checkpoint to evaluate; train "
                                "first (same command without --eval_only)")
-  state, meta = ckpt.restore(chosen, state)
+  steps = sorted({ckpt.best_step() or ckpt.latest_step(), *ckpt.all_steps()},
+                 key=lambda s: (s != ckpt.best_step(), -s))
+  try:
+    chosen, state, meta, problems = ckpt.restore_newest_good(state, steps)
+  except checkpoint.NoCheckpointRestores as e:
+    raise workdir_lib.WorkdirError(f"--eval_only: {e}; nothing to evaluate") from None
+  for bad, why in problems:
+    _warn(f"checkpoint {bad} does not restore ({why}); evaluated checkpoint {chosen} instead")
   result = {"checkpoint_step": chosen, "epoch": meta["epoch"],
             "base_model_test_accuracy": base_test_accuracy}
-  for split_name, (split_data, indices) in eval_sets.items():
-    result[split_name] = evaluate_split(eval_step, state, frozen, split_data, indices,
-                                        unavail_PxN, config, mesh)
+  for split_name, summary, _ in evaluate(state, ("val", "test")):
+    result[split_name] = summary
   result["test"]["expected_accuracy"] = expected_accuracy(
       base_test_accuracy, result["test"]["degraded_top1"], config.unavailability_rates)
   if parallel.is_main_process():

@@ -21,7 +21,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 
-from lcc_jax import erasure, optim, registry, steps
+from lcc_jax import erasure, optim, precision, registry, steps
 from lcc_jax.coders import channels
 
 # Per-example input shape and classes of the embedded dataset (the image datasets' are in
@@ -117,10 +117,13 @@ def _check_names(config) -> None:
            f"optim.name={config.optim.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
   _require(config.on_nonfinite in ("stop", "skip"),
            f"on_nonfinite={config.on_nonfinite!r}; use 'stop' or 'skip'")
+  _require(config.precision in precision.PRECISIONS,
+           f"precision={config.precision!r}; use one of {', '.join(precision.PRECISIONS)}")
 
 
 def _check_ranges(config) -> None:
-  for field, low in (("k", 1), ("r", 1), ("seed", 0), ("num_epochs", 0), ("checkpoint_every", 1),
+  for field, low in (("k", 1), ("r", 1), ("seed", 0), ("num_epochs", 0), ("checkpoint_every", 0),
+                     ("steps_per_dispatch", 0),
                      ("base_model.epochs", 0), ("base_model.batch_size", 1),
                      ("distributed.shard_params_min_size", 0)):
     value = _get(config, field)
@@ -128,7 +131,7 @@ def _check_ranges(config) -> None:
   _positive("optim.lr", config.optim.lr)
   _positive("base_model.lr", config.base_model.lr)
   for field in ("optim.weight_decay", "optim.grad_clip_norm", "base_model.weight_decay",
-                "time_limit_minutes"):
+                "time_limit_minutes", "checkpoint_every_minutes"):
     if _get(config, field) is not None:
       _positive(field, _get(config, field), allow_zero=True)
 
@@ -545,7 +548,8 @@ def check_workdir(workdir: str, config_dict: dict | None = None, *, overwrite: b
              f"--eval_only: {workdir} holds no checkpoint to evaluate; train first (the same "
              "command without --eval_only)")
   if overwrite:
-    _require(not os.path.isdir(workdir) or has_run or not os.listdir(workdir),
+    _require(not os.path.isdir(workdir) or has_run or
+             not set(os.listdir(workdir)) - {workdir_lib.LOCK},
              f"--overwrite would delete {workdir}, which holds files but no run (no "
              "config.json); refusing. Pass a run's workdir, or a new or empty folder")
     return

@@ -1,5 +1,6 @@
 """What a run writes into its workdir, besides checkpoints.
 
+``.lock`` (held by the one process that writes into the workdir: ``locked``),
 ``config.json`` (the run's config; a workdir never mixes runs of different configs),
 ``run_info.json`` (seed, package versions, F's hash), ``metrics.jsonl`` (one JSON object per
 evaluation, appended; truncated on resume to what the restored checkpoint had seen, so a line is
@@ -8,19 +9,80 @@ never duplicated or missing) and ``summary.json``.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
 import platform
+import shutil
+import socket
 import tempfile
 from typing import Any, Iterable, Iterator
 
 # Fields that may change between a run and its resumption without making it another run.
-RESUMABLE_FIELDS = ("num_epochs", "time_limit_minutes", "checkpoint_every", "data.data_dir", "data.manual_dir",
-                    "eval_splits", "unavailability_rates")
+RESUMABLE_FIELDS = ("num_epochs", "time_limit_minutes", "checkpoint_every",
+                    "checkpoint_every_minutes", "steps_per_dispatch", "compilation_cache_dir",
+                    "data.data_dir", "data.manual_dir", "eval_splits", "unavailability_rates")
+
+
+LOCK = ".lock"
+_HELD: dict[str, int] = {}  # workdir → descriptor of its locked .lock, in this process
 
 
 class WorkdirError(ValueError):
   """The workdir cannot be used for this run (another run's files, not writable, ...)."""
+
+
+@contextlib.contextmanager
+def locked(workdir: str, what: str) -> Iterator[None]:
+  """Holds WORKDIR/.lock (an exclusive ``flock``) while the block runs: one writer per workdir.
+
+  Another process that holds it makes this raise a WorkdirError at once, naming that run (pid,
+  host, since when, what it does). The operating system drops the lock when its process dies,
+  so a killed run never leaves a stale one. Nested use in one process is a no-op.
+  """
+  key = os.path.abspath(workdir)
+  if key in _HELD:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.read(fd, 4096).decode(errors="replace").strip()
+    os.close(fd)
+    raise WorkdirError(f"workdir {workdir} is in use by another run ({_describe(holder)}); wait "
+                       "for it to end or stop it, or use another --workdir") from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, json.dumps({
+      "pid": os.getpid(), "host": socket.gethostname(), "what": what,
+      "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}).encode(), 0)
+  _HELD[key] = fd
+  try:
+    yield
+  finally:
+    del _HELD[key]
+    os.close(fd)  # releases the lock
+
+
+def _describe(holder: str) -> str:
+  try:
+    info = json.loads(holder)
+    return f"{info['what']}, pid {info['pid']} on {info['host']} since {info['since']}"
+  except (ValueError, KeyError, TypeError):
+    return "a process that has not written its details yet"
+
+
+def clear(workdir: str) -> None:
+  """Deletes everything in ``workdir`` but its lock (``--overwrite``), which stays held."""
+  for entry in os.scandir(workdir):
+    if entry.name == LOCK:
+      continue
+    if entry.is_dir(follow_symlinks=False):
+      shutil.rmtree(entry.path)
+    else:
+      os.unlink(entry.path)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -11,17 +11,17 @@ def _steps(directory):
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def test_keeps_latest_and_best_and_leaves_no_dropped_folder(tmp_path):
+def test_keeps_two_latest_and_best_and_leaves_no_dropped_folder(tmp_path):
   directory = str(tmp_path / "checkpoints")
   with checkpoint.Checkpoints(directory) as ckpts:
     for step, metric in ((10, 0.5), (20, 0.9), (30, 0.7), (40, 0.6)):
       ckpts.save(step, {"step": jnp.asarray(step), "w": jnp.full((3,), step, jnp.float32)},
                  {"epoch": step // 10}, metric)
-    assert (ckpts.latest_epoch(), ckpts.best_epoch()) == (40, 20)
-  assert _steps(directory) == [20, 40]
+    assert (ckpts.latest_step(), ckpts.best_step()) == (40, 20)
+  assert _steps(directory) == [20, 30, 40]  # the best and the two latest
   # Dropped steps went through the trash folder, which is emptied after each save.
   assert not os.path.exists(os.path.join(directory, checkpoint.TRASH))
-  for step in (20, 40):
+  for step in (20, 30, 40):
     state, meta = checkpoint.read_step(directory, step)
     np.testing.assert_array_equal(state["w"], np.full((3,), step, np.float32))
     assert meta == {"epoch": step // 10}
@@ -36,7 +36,7 @@ def test_a_half_deleted_checkpoint_in_the_trash_is_never_listed_and_is_removed_o
   partial.mkdir(parents=True)
   (partial / "some_shard").write_bytes(b"\0")
   with checkpoint.Checkpoints(str(directory)) as ckpts:
-    assert (ckpts.latest_epoch(), ckpts.best_epoch()) == (7, 7)
+    assert (ckpts.latest_step(), ckpts.best_step()) == (7, 7)
   assert _steps(directory) == [7]
   assert not (directory / checkpoint.TRASH).exists()
 

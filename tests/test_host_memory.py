@@ -56,3 +56,27 @@ def test_keep_freed_memory_stops_refaulting_xla_buffers():
     pytest.skip(f"glibc's defaults do not re-fault XLA's buffer here ({default:.0f} faults per "
                 f"call, {kept:.0f} with keep_freed_memory): nothing to compare")
   assert kept < default / 10
+
+
+def test_host_settings_apply_on_the_cpu_backend_only(monkeypatch):
+  from lcc_jax import host_memory
+  applied = []
+  monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: applied.append(1) or True)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+  assert not host_memory.prepare_host(cpu_xla_flags=("--xla_cpu_multi_thread_eigen=false",))
+  assert not applied and "eigen" not in os.environ["XLA_FLAGS"]
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert host_memory.prepare_host(cpu_xla_flags=("--xla_cpu_multi_thread_eigen=false",))
+  assert applied == [1]
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
+                                     "--xla_cpu_multi_thread_eigen=false")
+  # Unset: an installed accelerator plugin means JAX will take the accelerator.
+  monkeypatch.delenv("JAX_PLATFORMS")
+  monkeypatch.delenv("JAX_PLATFORM_NAME", raising=False)
+  monkeypatch.setattr(host_memory.importlib.metadata, "entry_points",
+                      lambda group: ["xla_cuda12"] if group == "jax_plugins" else [])
+  assert not host_memory.cpu_backend_expected()
+  monkeypatch.setattr(host_memory.importlib.metadata, "entry_points", lambda group: [])
+  monkeypatch.setattr(host_memory.importlib.util, "find_spec", lambda name: None)
+  assert host_memory.cpu_backend_expected()

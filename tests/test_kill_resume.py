@@ -26,10 +26,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP = ".orbax-checkpoint-tmp"
-NUM_EPOCHS = 8  # the kill chain's moments need 6 or 7 epochs; one more as slack
-# configs/tiny.py, smaller: F with 16 units trained 1 epoch; 8 groups a step (84 steps an epoch).
+# The kill chain's moments take an epoch or more each (more on a fast machine, where an epoch
+# passes within a moment's random delay); a clean stop needs epochs left after it.
+NUM_EPOCHS = 24
+# configs/tiny.py, smaller: F with 16 units trained 1 epoch; 8 groups a step (84 steps an epoch)
+# in chunks of 5 steps (16 chunks and one of 4); a checkpoint after every epoch.
 FIELDS = {"base_model.kwargs.hidden": (16,), "base_model.epochs": 1, "data.batch_size": 8,
-          "num_epochs": NUM_EPOCHS}
+          "num_epochs": NUM_EPOCHS, "steps_per_dispatch": 5, "checkpoint_every": 1,
+          "checkpoint_every_minutes": 0}
+TIMING_KEYS = ("time_s", "steps_per_s")  # differ between any two runs
 
 
 def _env(cache_dir) -> dict:
@@ -120,11 +125,15 @@ def _kill_during_write(run: Launch, folder: str) -> str:
 
 
 def _lines(workdir) -> list[str]:
+  """metrics.jsonl's lines without their timings (every other field must match bit for bit)."""
   try:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      return f.read().splitlines()
+      lines = f.read().splitlines()
   except FileNotFoundError:
     return []
+  entries = [json.loads(line) for line in lines]
+  assert all(key in e for e in entries for key in TIMING_KEYS[:1]), "an entry has no time_s"
+  return [json.dumps({k: v for k, v in e.items() if k not in TIMING_KEYS}) for e in entries]
 
 
 def _assert_checkpoints_readable(workdir) -> None:
@@ -213,7 +222,7 @@ def _kill_mid_epoch(run: Launch, rng: random.Random) -> str:
   folder = os.path.join(run.workdir, "checkpoints")
   before = _finished(folder)
   run.until(lambda: _finished(folder) != before and _finished(folder), "a new checkpoint")
-  delay = rng.uniform(0.0, 0.2)
+  delay = rng.uniform(0.0, 0.1)
   time.sleep(delay)
   run.kill()
   return f"{delay:.2f} s after a checkpoint"
@@ -238,8 +247,15 @@ def _stop_cleanly(sig):
     folder = os.path.join(run.workdir, "checkpoints")
     before = _finished(folder)
     run.until(lambda: _finished(folder) != before and _finished(folder), "a new checkpoint")
-    time.sleep(rng.uniform(0.02, 0.1))
+    time.sleep(rng.uniform(0.0, 0.05))
+    run.proc.send_signal(signal.SIGSTOP)
+    # Epoch e's checkpoint finished: the loop is at most at epoch e + 1's save (a save waits
+    # for the previous write), so with e <= NUM_EPOCHS - 2 an epoch is left to see the signal.
+    from lcc_jax import checkpoint  # pylint: disable=g-import-not-at-top
+    _, meta = checkpoint.read_step(folder, _finished(folder)[-1])
+    assert meta["epoch"] <= NUM_EPOCHS - 2, f"the chain reached epoch {meta['epoch']} already"
     run.proc.send_signal(sig)
+    run.proc.send_signal(signal.SIGCONT)
     status, log = run.wait()
     name = signal.Signals(sig).name
     assert status == 1, log  # cli.EXIT_STOPPED
@@ -247,10 +263,10 @@ def _stop_cleanly(sig):
     assert message and f"{name} received at epoch" in message[-1], log
     assert "run the same command again to resume" in message[-1] and "Traceback" not in log
     epoch, step = map(int, re.search(r"at epoch (\d+), step (\d+):", message[-1]).groups())
-    from lcc_jax import checkpoint  # pylint: disable=g-import-not-at-top
     latest = _finished(folder)[-1]
     _, meta = checkpoint.read_step(folder, latest)
     assert (meta["in_epoch"], meta["step_in_epoch"], meta["epoch"]) == (epoch, step, epoch - 1)
+    assert step % FIELDS["steps_per_dispatch"] == 0 or step == 84  # at a chunk's end
     return f"{name} at epoch {epoch}, step {step}"
   return moment
 
@@ -285,9 +301,38 @@ def test_killed_and_interrupted_run_resumes_bit_identical(reference, cache_dir, 
   with open(os.path.join(reference, "summary.json")) as f, \
       open(os.path.join(workdir, "summary.json")) as g:
     a, b = json.load(f), json.load(g)
-  assert (a["val"], a["test"], a["best_epoch"]) == (b["val"], b["test"], b["best_epoch"])
+  untimed = lambda entry: {k: v for k, v in entry.items() if k not in TIMING_KEYS}
+  assert untimed(a["val"]) == untimed(b["val"]) and untimed(a["test"]) == untimed(b["test"])
+  assert a["best_epoch"] == b["best_epoch"]
   assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if TMP in n]
   print("moments:", done)
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_dozen_random_moments_resumes_bit_identical(reference, cache_dir, tmp_path):
+  """SIGKILL at random times since start (set-up, chunks of steps, evaluation, asynchronous
+  checkpoint writes alike); each rerun resumes, and the last one ends as the uninterrupted."""
+  workdir = str(tmp_path / "run")
+  rng = random.Random(1)
+  moments = []
+  for _ in range(12):
+    run = Launch(workdir, cache_dir)
+    delay = rng.uniform(0.5, 8.0)
+    time.sleep(delay)
+    epochs = len(_lines(workdir)) // 3
+    if run.proc.poll() is not None:  # finished before the kill: the chain is complete
+      break
+    run.kill()
+    moments.append(f"{delay:.1f} s (epoch {epochs})")
+    _assert_checkpoints_readable(workdir)
+  status, log = Launch(workdir, cache_dir).wait()
+  assert status == 0 and "Traceback" not in log, (moments, log)
+  assert _lines(workdir) == _lines(reference), moments
+  steps = _finished(os.path.join(reference, "checkpoints"))
+  assert _finished(os.path.join(workdir, "checkpoints")) == steps, moments
+  for step in steps:
+    _assert_identical_states(reference, workdir, step)
+  print("killed at:", moments)
 
 
 # --- faults: failed writes and divergence -------------------------------------------------

@@ -196,7 +196,8 @@ def test_validation_compiles_no_step_and_prepares_no_data(tmp_path, monkeypatch)
   """check_run only traces (eval_shape): the only compiles are the factories' own."""
   def forbidden(*args, **kwargs):
     raise AssertionError("called during validation")
-  for module, name in ((data, "load"), (builders, "prepare"), (steps, "jit_train_step"),
+  for module, name in ((data, "load"), (builders, "prepare"), (steps, "jit_train_chunk"),
+                       (steps, "jit_eval_split"), (steps, "jit_train_step"),
                        (steps, "jit_eval_step")):
     monkeypatch.setattr(module, name, forbidden)
   compiles = []
