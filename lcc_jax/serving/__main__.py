@@ -8,6 +8,7 @@ at batch 1). Errors in the inputs print one line and exit with status 2, before 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shlex
 import sys
@@ -41,7 +42,7 @@ flags.DEFINE_float("shift_ms", 8.0, "Parametric: F's service time shift.")
 flags.DEFINE_float("exp_ms", 2.0, "Parametric: mean of F's exponential part.")
 flags.DEFINE_float("encode_ms", 0.2, "Parametric: encoding time per group.")
 flags.DEFINE_float("decode_ms", 0.2, "Parametric: decoding time per group.")
-flags.DEFINE_integer("reps", 200, "Measured: timed calls per function.")
+flags.DEFINE_integer("reps", 2000, "Measured: timed calls per function.")
 flags.DEFINE_integer("seed", 0, "Seed of every random stream of the simulation.")
 flags.DEFINE_float("warmup", 0.1, "Fraction of the first queries left out of the statistics.")
 flags.DEFINE_integer("batch_size", 0, "Groups per evaluation step (0: the run's).")
@@ -102,6 +103,7 @@ def _workdir_setup(workdir: str, measured: bool, parametric: service.Timings):
   jax.config.update("jax_cpu_enable_async_dispatch", False)
   host_memory.keep_freed_memory()
   run = evaluate.load_run(workdir)
+  f_ms = measure.model(run, reps=FLAGS.reps) if measured else None
   tables, times = {}, {}
 
   def setup(name, k, r):
@@ -110,7 +112,8 @@ def _workdir_setup(workdir: str, measured: bool, parametric: service.Timings):
     code = accuracy.code_name(run, name, k, r)
     answers, sweep = tables[k, r][code]
     if measured and (code, k, r) not in times:
-      times[code, k, r] = measure.timings(run, code, k, r, sweep, reps=FLAGS.reps)
+      times[code, k, r] = measure.timings(run, f_ms, code, k, r, sweep,
+                                              reps=FLAGS.reps)
     return times.get((code, k, r), parametric), answers, code
 
   return setup
@@ -139,6 +142,8 @@ def _header(scenario, measured: bool, parametric: service.Timings) -> list[str]:
 
 
 def main(argv) -> int:
+  # absl turns INFO on; evaluate's per-scheme summaries and orbax's messages are noise here.
+  logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   try:
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {argv[1:]}")
