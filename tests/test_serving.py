@@ -1,5 +1,9 @@
 """The serving simulator against queueing theory, and the schemes against each other."""
+import csv
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -84,3 +88,55 @@ def test_bad_scheme_settings_are_refused():
     schemes.check(["coded"], 5, 1, 12)
   with pytest.raises(ValueError, match="slow_alpha"):
     service.Interference(slow_alpha=1.0).check()
+
+
+# ------------------------------------------------------------------------------ command line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "lcc_jax.serving", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path):
+  for args in (["--schemes=bogus"], ["--bogus"], [f"--workdir={tmp_path}"], ["--scenario=zz"],
+               ["--loads=1.5"], ["--ks=5"], ["--slow_alpha=0.5"], ["--service=measured"]):
+    proc = _cli(f"--out={tmp_path}/o", *args)
+    assert proc.returncode == 2, (args, proc.stderr)
+    assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_cli_writes_the_report(tmp_path):
+  proc = _cli(f"--out={tmp_path}", "--ks=2,4", "--loads=0.3,0.8", "--queries=2000")
+  assert proc.returncode == 0, proc.stderr
+  rows = _rows(tmp_path / "serving.csv")
+  assert {"scheme", "arrival_rate", "p50_ms", "p99_ms", "p999_ms", "accuracy"} <= set(rows[0])
+  assert len(rows) == 2 * len(schemes.NAMES) * 2
+  assert (tmp_path / "serving.png").stat().st_size > 0
+  assert "p99.9 − p50" in (tmp_path / "serving.md").read_text()
+
+
+def test_cli_with_a_workdir_reports_what_clients_get(tmp_path):
+  from configs import tiny
+  from lcc_jax import train_lib
+  workdir = str(tmp_path / "run")
+  config = tiny.get_config("k=2,r=1,epochs=1")
+  config.data.batch_size = 64
+  summary = train_lib.train_and_evaluate(config, workdir, progress=False)
+  proc = _cli(f"--workdir={workdir}", f"--out={tmp_path}/o", "--ks=2,3", "--loads=0.5",
+              "--queries=2000", "--reps=20", "--schemes=none,coded,approxifer")
+  assert proc.returncode == 0, proc.stderr
+  rows = {(int(row["k"]), row["scheme"]): row for row in _rows(tmp_path / "o" / "serving.csv")}
+  f_top1 = float(rows[2, "none"]["accuracy"])
+  assert f_top1 == pytest.approx(summary["base_model"]["test_accuracy"], abs=0.01)
+  assert rows[2, "coded"]["code"] == "code" and rows[3, "coded"]["code"] == "berrut"
+  assert float(rows[2, "approxifer"]["decoded_fraction"]) == 1.0
+  for row in rows.values():
+    assert 0.0 <= float(row["accuracy"]) <= 1.0
