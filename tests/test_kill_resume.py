@@ -218,21 +218,21 @@ def _kill_after_metrics_line(run: Launch) -> str:
   return "after a metrics line"
 
 
-def _kill_mid_epoch(run: Launch, rng: random.Random) -> str:
+def _kill_mid_epoch(run: Launch, rng: random.Random, epoch_s: float) -> str:
   folder = os.path.join(run.workdir, "checkpoints")
   before = _finished(folder)
   run.until(lambda: _finished(folder) != before and _finished(folder), "a new checkpoint")
-  delay = rng.uniform(0.0, 0.1)
+  delay = rng.uniform(0.0, 1.0) * epoch_s
   time.sleep(delay)
   run.kill()
   return f"{delay:.2f} s after a checkpoint"
 
 
-def _kill_in_interrupt_write(run: Launch, rng: random.Random) -> str:
+def _kill_in_interrupt_write(run: Launch, rng: random.Random, epoch_s: float) -> str:
   folder = os.path.join(run.workdir, "checkpoints")
   before = _finished(folder)
   run.until(lambda: _finished(folder) != before and _finished(folder), "a new checkpoint")
-  time.sleep(rng.uniform(0.0, 0.1))
+  time.sleep(rng.uniform(0.0, 1.0) * epoch_s)
   stale = _entries(folder)
   run.proc.send_signal(signal.SIGTERM)
   name, inode = run.until(lambda: _new_tmp(folder, stale), "the SIGTERM checkpoint")[0]
@@ -243,11 +243,11 @@ def _kill_in_interrupt_write(run: Launch, rng: random.Random) -> str:
 
 
 def _stop_cleanly(sig):
-  def moment(run: Launch, rng: random.Random) -> str:
+  def moment(run: Launch, rng: random.Random, epoch_s: float) -> str:
     folder = os.path.join(run.workdir, "checkpoints")
     before = _finished(folder)
     run.until(lambda: _finished(folder) != before and _finished(folder), "a new checkpoint")
-    time.sleep(rng.uniform(0.0, 0.05))
+    time.sleep(rng.uniform(0.0, 0.5) * epoch_s)
     run.proc.send_signal(signal.SIGSTOP)
     # Epoch e's checkpoint finished: the loop is at most at epoch e + 1's save (a save waits
     # for the previous write), so with e <= NUM_EPOCHS - 2 an epoch is left to see the signal.
@@ -271,15 +271,29 @@ def _stop_cleanly(sig):
   return moment
 
 
+def _epoch_seconds(workdir) -> float:
+  """Median wall time of an epoch's training and evaluation in ``workdir``'s metrics."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    entries = [json.loads(line) for line in f]
+  per_epoch = {}
+  for e in entries:
+    per_epoch[e["epoch"]] = per_epoch.get(e["epoch"], 0.0) + e["time_s"]
+  return float(np.median(list(per_epoch.values())[1:]))
+
+
 @pytest.mark.slow
 def test_killed_and_interrupted_run_resumes_bit_identical(reference, cache_dir, tmp_path):
   workdir = str(tmp_path / "run")
   rng = random.Random(0)
+  # Random delays in units of the reference's epoch, so a moment takes about as many epochs
+  # on a fast machine as on a slow one.
+  epoch_s = _epoch_seconds(reference)
   moments = [_interrupt_in_set_up, _kill_in_set_up, lambda r, _: _kill_in_f_write(r),
              lambda r, _: _kill_in_epoch_write(r), lambda r, _: _kill_after_metrics_line(r),
-             lambda r, _: _kill_mid_epoch(r, rng), lambda r, _: _kill_in_interrupt_write(r, rng),
-             lambda r, _: _stop_cleanly(signal.SIGTERM)(r, rng),
-             lambda r, _: _stop_cleanly(signal.SIGINT)(r, rng)]
+             lambda r, _: _kill_mid_epoch(r, rng, epoch_s),
+             lambda r, _: _kill_in_interrupt_write(r, rng, epoch_s),
+             lambda r, _: _stop_cleanly(signal.SIGTERM)(r, rng, epoch_s),
+             lambda r, _: _stop_cleanly(signal.SIGINT)(r, rng, epoch_s)]
   done = []
   for moment in moments:
     config_inode = _entries(workdir).get("config.json")
