@@ -84,6 +84,14 @@ def base() -> ml_collections.ConfigDict:
   c.eval_splits = ("val", "test")
   c.unavailability_rates = (0.01, 0.05, 0.1)
 
+  # Replicas of the code trained in one program (vmapped): replica i draws its initialisation,
+  # data order and step keys from seed + i (i from `first`); data, split and F are shared.
+  c.replicas = ml_collections.ConfigDict()
+  c.replicas.seeds = 1            # how many replicas; 1 = a single run, exactly as without
+  c.replicas.first = 0            # index of the first replica (seeds=1, first=i: replica i alone)
+  c.replicas.lr = ()              # per-replica optim.lr (one per replica), () = optim.lr for all
+  c.replicas.weight_decay = ()    # per-replica optim.weight_decay, () = optim.weight_decay
+
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""
   c.distributed.num_processes = -1

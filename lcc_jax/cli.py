@@ -5,9 +5,8 @@ import os
 import sys
 import traceback
 
-import jax
 
-from lcc_jax import erasure, nn, train_lib, validate, workdir as workdir_lib
+from lcc_jax import assembly, erasure, nn, run_control, train_lib, validate, workdir as workdir_lib
 
 # Errors in the user's inputs: one line, exit status 2, no traceback unless --verbose.
 EXIT_BAD_INPUT = 2
@@ -29,7 +28,7 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
     summary = train_lib.train_and_evaluate(config, workdir, eval_only=eval_only,
                                            overwrite=overwrite, progress=progress,
                                            profile_dir=profile_dir)
-  except train_lib.TrainingStopped as e:
+  except run_control.TrainingStopped as e:
     print(f"stopped: {e}", file=sys.stderr)
     return EXIT_STOPPED
   except KeyboardInterrupt:  # SIGINT outside the epoch loop (set-up, F's training, plots)
@@ -47,10 +46,12 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
           f"{summary['test']['degraded_top1']:.4f}, reconstruction top-1 "
           f"{summary['test']['reconstruction_top1']:.4f}")
     return 0
-  test = summary["test"]
   print(f"F ({summary['base_model']['name']}) test accuracy: "
         f"{summary['base_model']['test_accuracy']:.4f}")
-  if test:
+  test = summary.get("test")
+  if "replicas" in summary:
+    _print_replicas(summary)
+  elif test:
     print(f"code k={summary['k']} r={summary['r']} ({summary['encoder']}/{summary['decoder']}), "
           f"best epoch {summary['best_epoch']}: test degraded-mode top-1 "
           f"{test['degraded_top1']:.4f}, reconstruction top-1 {test['reconstruction_top1']:.4f}"
@@ -59,6 +60,20 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
              if os.path.exists(os.path.join(workdir, f))]  # no plots without code epochs
   print(f"wrote {workdir}/{', '.join(written)}")
   return 0
+
+
+def _print_replicas(summary) -> None:
+  aggregate, count = summary["aggregate"], len(summary["replicas"])
+  diverged = [r["replica"] for r in summary["replicas"] if r["diverged"]]
+  parts = [f"{name} {aggregate[key]['mean']:.4f} ± {aggregate[key]['std']:.4f} "
+           f"[{aggregate[key]['min']:.4f}, {aggregate[key]['max']:.4f}]"
+           for name, key in (("test degraded-mode top-1", "test/degraded_top1"),
+                             ("reconstruction top-1", "test/reconstruction_top1"))
+           if key in aggregate]
+  print(f"code k={summary['k']} r={summary['r']} ({summary['encoder']}/{summary['decoder']}), "
+        f"{count} replicas at their best epochs: " + ", ".join(parts)
+        + f" (mean ± std [min, max]) over {summary['num_patterns']} patterns"
+        + (f"; diverged: replicas {diverged}" if diverged else ""))
 
 
 def dry_run(config, *, verbose=False):
@@ -72,20 +87,15 @@ def dry_run(config, *, verbose=False):
       traceback.print_exc()
     print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
     return EXIT_BAD_INPUT
-  base = train_lib.build_base_model(config, input_shape, num_classes)
-  code = train_lib.build_code(config, input_shape, num_classes, base)
-  # eval_shape: shapes only, so even a 31 M-parameter encoder costs no memory or time.
-  shapes = jax.eval_shape(
-      lambda key: train_lib.init_code_variables(code, base.init(key), key),
-      jax.random.PRNGKey(0))
+  _, shapes = assembly.abstract_code(config, input_shape, num_classes)
   counts = {name: nn.count_params(v) for name, v in shapes.items()}
   num_patterns = erasure.count(config.k, config.r, config.patterns.mode)
-  trained = set(train_lib.trainable_components(config))
+  trained = set(assembly.trainable_components(config))
   rows = [("component", "name", "params", "trained")]
   rows.append(("base_model F", config.base_model.name, counts["base_model"], "no (frozen)"))
   rows.append(("encoder", config.encoder.name, counts["encoder"], _yes("encoder", trained)))
   rows.append(("decoder", config.decoder.name, counts["decoder"], _yes("decoder", trained)))
-  parity = train_lib.parity_model_name(config)
+  parity = assembly.parity_model_name(config)
   rows.append(("on parities", parity[0] if parity else "F itself", counts.get("parity_model", 0),
                _yes("parity_model", trained) if parity else "no (F frozen)"))
   width = [max(len(str(row[i])) for row in rows) for i in range(4)]

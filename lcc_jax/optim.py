@@ -7,6 +7,7 @@ a difference of order eps that we do not reproduce.
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -36,3 +37,33 @@ def make_tx(name: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5, b1
   else:
     raise ValueError(f"unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
   return optax.chain(*parts)
+
+
+def make_injectable_tx(name: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5,
+                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                       momentum: float = 0.0,
+                       grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
+  """``make_tx`` with ``lr`` and ``weight_decay`` held in the optimizer state, so that each
+  replica of a vmapped run can have its own (``set_hyperparams``)."""
+
+  def chain(lr, weight_decay):
+    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm > 0 else []
+    if name == "adamw":
+      return optax.chain(*parts, optax.adamw(lr, b1=b1, b2=b2, eps=eps,
+                                             weight_decay=weight_decay))
+    # Adam and SGD: PyTorch's coupled L2 (weight decay 0 adds nothing).
+    parts.append(optax.add_decayed_weights(weight_decay))
+    if name == "adam":
+      return optax.chain(*parts, optax.adam(lr, b1=b1, b2=b2, eps=eps))
+    return optax.chain(*parts, optax.sgd(lr, momentum=momentum or None))
+
+  make_tx(name, lr, weight_decay, b1, b2, eps, momentum, grad_clip_norm)  # the same checks
+  return optax.inject_hyperparams(chain)(lr=lr, weight_decay=weight_decay)
+
+
+def set_hyperparams(opt_state, **values):
+  """``opt_state`` of ``make_injectable_tx`` with the hyperparameters in ``values``."""
+  hyperparams = dict(opt_state.hyperparams)
+  for key, value in values.items():
+    hyperparams[key] = jnp.asarray(value, hyperparams[key].dtype)
+  return opt_state._replace(hyperparams=hyperparams)

@@ -203,27 +203,30 @@ def global_batch(idx_local_BxK, weight_local_B, mesh: Mesh) -> tuple[jax.Array, 
   return idx_BxK, weight_B
 
 
-def steps_sharding(mesh: Mesh) -> NamedSharding:
-  """A stack of batches (steps first): the batch axis, the second, split over "data"."""
-  return NamedSharding(mesh, PartitionSpec(None, DATA))
+def steps_sharding(mesh: Mesh, leading: int = 1) -> NamedSharding:
+  """A stack of batches (steps first, after any replica axis): the batch axis, the one after
+  the ``leading`` axes, split over "data"."""
+  return NamedSharding(mesh, PartitionSpec(*(None,) * leading, DATA))
 
 
 def global_steps(idx_local_SxBxK, weight_local_SxB, mesh: Mesh,
                  *scalars) -> tuple[jax.Array, ...]:
   """A whole epoch (or split) of process-local batches → global (S, B, K) / (S, B) arrays with
   the batch axis sharded along "data", plus ``scalars`` replicated: one transfer for all its
-  steps. Returns (idx_SxBxK, weight_SxB, *scalars)."""
+  steps. Returns (idx_SxBxK, weight_SxB, *scalars). A replicated run's epoch has a replica
+  axis in front, (R, S, B, K) / (R, S, B), sharded the same way along B."""
   idx_local_SxBxK = np.asarray(idx_local_SxBxK, np.int32)
   weight_local_SxB = np.asarray(weight_local_SxB, np.float32)
-  sharding = steps_sharding(mesh)
+  sharding = steps_sharding(mesh, weight_local_SxB.ndim - 1)
   if jax.process_count() == 1:  # one device_put for the lot: a third cheaper than three
     return tuple(jax.device_put((idx_local_SxBxK, weight_local_SxB, *scalars),
                                 (sharding, sharding) + (replicated(mesh),) * len(scalars)))
-  steps, local_rows_, k = idx_local_SxBxK.shape
-  rows = local_rows_ * jax.process_count()
+  *leading, local_rows, k = idx_local_SxBxK.shape
+  rows = local_rows * jax.process_count()
   idx_SxBxK = jax.make_array_from_process_local_data(sharding, idx_local_SxBxK,
-                                                     (steps, rows, k))
-  weight_SxB = jax.make_array_from_process_local_data(sharding, weight_local_SxB, (steps, rows))
+                                                     (*leading, rows, k))
+  weight_SxB = jax.make_array_from_process_local_data(sharding, weight_local_SxB,
+                                                      (*leading, rows))
   return (idx_SxBxK, weight_SxB, *replicate(scalars, mesh))
 
 

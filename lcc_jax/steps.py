@@ -219,13 +219,18 @@ def jit_train_step(code, tx, loss, augment=None, chunk=None, skip_nonfinite=Fals
 
 
 def jit_train_chunk(code, tx, loss, augment=None, chunk=None, skip_nonfinite=False,
-                    precision_name="highest"):
-  """The jitted ``train_chunk`` (``num_steps`` static: one program per chunk length)."""
-  fn = functools.partial(train_chunk, code=code, tx=tx, loss=loss, augment=augment, chunk=chunk,
-                         skip_nonfinite=skip_nonfinite,
-                         compute_dtype=precision.compute_dtype(precision_name))
-  return jax.jit(_traced_in(precision_name, fn), donate_argnums=0,
-                 static_argnames="num_steps")
+                    precision_name="highest", frozen_axes=None):
+  """The jitted ``train_chunk`` (``num_steps`` static: one program per chunk length).
+
+  ``frozen_axes`` (replicated runs): the frozen variables' replica axes; the state and the
+  epoch's index arrays then carry a leading replica axis and the chunk is vmapped over it.
+  """
+  fn = _traced_in(precision_name, functools.partial(
+      train_chunk, code=code, tx=tx, loss=loss, augment=augment, chunk=chunk,
+      skip_nonfinite=skip_nonfinite, compute_dtype=precision.compute_dtype(precision_name)))
+  if frozen_axes is not None:
+    fn = _over_replicas(fn, (0, frozen_axes, None, 0, 0, None, None))
+  return jax.jit(fn, donate_argnums=0, static_argnames="num_steps")
 
 
 def jit_eval_step(code, loss, chunk=None, precision_name="highest"):
@@ -234,7 +239,22 @@ def jit_eval_step(code, loss, chunk=None, precision_name="highest"):
       compute_dtype=precision.compute_dtype(precision_name))))
 
 
-def jit_eval_split(code, loss, chunk=None, precision_name="highest"):
-  return jax.jit(_traced_in(precision_name, functools.partial(
+def jit_eval_split(code, loss, chunk=None, precision_name="highest", frozen_axes=None):
+  """The jitted ``eval_split``; with ``frozen_axes``, vmapped over replicas as the train chunk
+  (the split's batches are shared)."""
+  fn = _traced_in(precision_name, functools.partial(
       eval_split, code=code, loss=loss, chunk=chunk,
-      compute_dtype=precision.compute_dtype(precision_name))))
+      compute_dtype=precision.compute_dtype(precision_name)))
+  if frozen_axes is not None:
+    fn = _over_replicas(fn, (0, 0, frozen_axes, None, None, None, None))
+  return jax.jit(fn)
+
+
+def _over_replicas(fn: Callable, in_axes) -> Callable:
+  """``fn`` vmapped over a leading replica axis; keyword arguments (static) pass through."""
+
+  def vmapped(*args, **kwargs):
+    return jax.vmap(functools.partial(fn, **kwargs), in_axes=in_axes)(*args)
+
+  vmapped.__name__ = vmapped.__qualname__ = f"{fn.__name__}_replicas"
+  return vmapped

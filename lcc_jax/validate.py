@@ -21,7 +21,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 
-from lcc_jax import erasure, optim, precision, registry, steps
+from lcc_jax import assembly, erasure, optim, precision, registry, steps
 from lcc_jax.coders import channels
 
 # Per-example input shape and classes of the embedded dataset (the image datasets' are in
@@ -100,6 +100,7 @@ def check_config(config) -> None:
   _check_data_config(config)
   _check_training(config)
   _check_evaluation(config)
+  _check_replicas(config)
 
 
 def _check_names(config) -> None:
@@ -144,6 +145,22 @@ def _check_training(config) -> None:
     _require(bool(config.train.parity_model),
              "loss=parity_mse trains a parity model: set train.parity_model=True")
   _check_patterns(config)
+
+
+def _check_replicas(config) -> None:
+  replicas = config.replicas
+  _require(replicas.seeds >= 1 and replicas.first >= 0,
+           f"replicas.seeds={replicas.seeds}, replicas.first={replicas.first}: use seeds >= 1 "
+           "replicas and a first index >= 0")
+  for field in ("lr", "weight_decay"):
+    values = list(replicas[field])
+    _require(len(values) in (0, replicas.seeds),
+             f"replicas.{field} has {len(values)} values for replicas.seeds={replicas.seeds}: "
+             f"give one per replica, or none to use optim.{field} for all")
+    _require(all(isinstance(v, (int, float)) and (v > 0 if field == "lr" else v >= 0)
+                 for v in values),
+             f"replicas.{field}={values}: each must be a number "
+             + ("> 0" if field == "lr" else ">= 0"))
 
 
 def _check_evaluation(config) -> None:
@@ -282,19 +299,16 @@ def check_shapes(config) -> None:
 
 def _build(config, input_shape, num_classes, where: str):
   """(Code, variables as ShapeDtypeStructs) the run would build; factory errors named."""
-  from lcc_jax import train_lib  # pylint: disable=g-import-not-at-top  (train_lib imports us)
   base = _built(f"base_model.name={config.base_model.name!r} with base_model.kwargs="
                 f"{dict(config.base_model.kwargs)}",
-                lambda: train_lib.build_base_model(config, input_shape, num_classes))
-  code = _built(f"encoder.name={config.encoder.name!r}, decoder.name={config.decoder.name!r}, "
-                f"parity_model.name={config.parity_model.name!r} {where}",
-                lambda: train_lib.build_code(config, input_shape, num_classes, base))
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a PRNGKey's shape: nothing runs eagerly
+                lambda: assembly.build_base_model(config, input_shape, num_classes))
+  _built(f"encoder.name={config.encoder.name!r}, decoder.name={config.decoder.name!r}, "
+         f"parity_model.name={config.parity_model.name!r} {where}",
+         lambda: assembly.build_code(config, input_shape, num_classes, base))
   try:
-    variables = _shape(lambda key: train_lib.init_code_variables(code, base.init(key), key), key)
+    return assembly.abstract_code(config, input_shape, num_classes)
   except Exception as e:  # pylint: disable=broad-except  (any failure: the config cannot run)
     raise ConfigError(f"cannot initialise the components {where}: {_first_line(e)}") from None
-  return code, variables
 
 
 def _check_outputs(config, code, variables, input_shape, num_classes, where: str) -> None:

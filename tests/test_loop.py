@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lcc_jax import checkpoint, data, erasure, optim, precision, steps, train_lib
+from lcc_jax import (checkpoint, data, erasure, optim, precision, run_control, steps, train_lib,
+                     train_loop)
 from tests.helpers import tiny_code, tiny_data
 
 TIMING_KEYS = ("time_s", "steps_per_s")
@@ -169,7 +170,7 @@ def test_resume_after_sigterm_at_a_chunk_boundary_is_exact(reference, tmp_path, 
     return call
 
   monkeypatch.setattr(steps, "jit_train_chunk", signalling)
-  with pytest.raises(train_lib.TrainingStopped, match="SIGTERM received at epoch 2, step 16"):
+  with pytest.raises(run_control.TrainingStopped, match="SIGTERM received at epoch 2, step 16"):
     train_lib.train_and_evaluate(_config(), workdir, progress=False)
   monkeypatch.setattr(steps, "jit_train_chunk", jit_train_chunk)
   summary = train_lib.train_and_evaluate(_config(), workdir, progress=False)
@@ -204,9 +205,9 @@ def test_checkpoints_are_written_by_the_policy_only(tmp_path, monkeypatch):
 
 
 def test_checkpoint_policy_counts_epochs():
-  policy = train_lib._CheckpointPolicy(every_epochs=3, every_minutes=0)
+  policy = train_loop.CheckpointPolicy(every_epochs=3, every_minutes=0)
   assert [e for e in range(1, 10) if policy.due(e)] == [3, 6, 9]
-  assert not any(train_lib._CheckpointPolicy(0, 0).due(e) for e in range(1, 10))
+  assert not any(train_loop.CheckpointPolicy(0, 0).due(e) for e in range(1, 10))
 
 
 def test_precision_names_and_bfloat16_casts_floats_only():
