@@ -7,11 +7,11 @@ import logging
 import os
 import shutil
 
-from absl import flags
 import jax
 from ml_collections import config_flags
 import pytest
 
+import helpers
 from configs import common, learned_cc, parity_models, upstream
 from lcc_jax import legacy, nn, registry, sweep
 
@@ -276,8 +276,6 @@ def test_load_entries_runs_a_whole_upstream_sweep():
 def test_absl_flag_with_upstream_json_and_override():
   argv = ["prog", f"--config={ROOT}/configs/upstream.py:{CIFAR_XENT}",
           "--config.data.manual_dir=/data/cifar", "--config.num_epochs=3"]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
-  values(argv)
+  values = helpers.parse_config_flag(argv)
   c = values.config
   assert (c.data.manual_dir, c.num_epochs, c.k, c.loss) == ("/data/cifar", 3, 5, "xent")
