@@ -39,10 +39,6 @@ class Timing:
   def cpu_median(self) -> float:
     return statistics.median(self.cpu)
 
-  def spread(self) -> str:
-    """min–max of the repeats, in ms."""
-    return f"{min(self.wall) * 1e3:.1f}–{max(self.wall) * 1e3:.1f}"
-
   def as_dict(self) -> dict:
     return {"median_s": self.median, "min_s": min(self.wall), "max_s": max(self.wall),
             "cpu_median_s": self.cpu_median, "repeats": len(self.wall)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from lcc_jax import legacy, sweep
+from lcc_jax import sweep
 
 DEFAULTS = dict(dataset="mnist", model="base-mlp", k=2, loss="kl", encoder="mlp", epochs=0)
 PAIRS = (("mnist", "base-mlp"), ("mnist", "resnet18"), ("mnist", "logistic"),
@@ -37,10 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.check_choice("dataset", a.dataset, EPOCHS)
   common.check_choice("loss", a.loss, LOSSES)
   common.check_choice("encoder", a.encoder, ENCODERS)
-  run = legacy.Run(
-      dataset=a.dataset, model=a.model, model_kwargs=legacy.model_kwargs(a.model, a.dataset),
+  run = common.Run(
+      dataset=a.dataset, model=a.model, model_kwargs=common.model_kwargs(a.model, a.dataset),
       k=a.k, encoder=a.encoder, encoder_kwargs=ENCODER_KWARGS.get(a.encoder, {}),
-      decoder="mlp", loss=a.loss, epochs=EPOCHS[a.dataset], batch_size=legacy.batch_size(a.k))
+      decoder="mlp", loss=a.loss, epochs=EPOCHS[a.dataset], batch_size=common.batch_size(a.k))
   return common.config(run, a.epochs)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from lcc_jax import legacy, sweep
+from lcc_jax import sweep
 
 DEFAULTS = dict(dataset="mnist", model="base-mlp", k=2, code="add", epochs=0)
 CODES = {"add": ("sum", "sub"), "concat": ("concat", "sub"),
@@ -54,11 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.check_choice("code", a.code, CODES)
   encoder, decoder = CODES[a.code]
   learned = a.code.startswith("learned")
-  run = legacy.Run(
-      dataset=a.dataset, model=a.model, model_kwargs=legacy.model_kwargs(a.model, a.dataset),
+  run = common.Run(
+      dataset=a.dataset, model=a.model, model_kwargs=common.model_kwargs(a.model, a.dataset),
       k=a.k, encoder=encoder, decoder=decoder,
       loss="mse" if learned else "parity_mse",
-      epochs=upstream_epochs(a.dataset, a.code), batch_size=legacy.batch_size(a.k),
+      epochs=upstream_epochs(a.dataset, a.code), batch_size=common.batch_size(a.k),
       train_encoder=learned, train_decoder=learned, train_parity_model=not learned,
       # learned: F itself on the parities (fixes upstream's random frozen copy).
       parity_model="" if learned else "same",

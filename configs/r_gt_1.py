@@ -21,7 +21,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from lcc_jax import legacy, sweep
+from lcc_jax import sweep
 
 DEFAULTS = dict(dataset="mnist", model="base-mlp", k=2, r=2, code="mds", epochs=0)
 CODES = {"mds": ("mds", "mds"), "mlp": ("mlp", "mlp"), "conv": ("conv", "mlp")}
@@ -44,11 +44,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.check_choice("code", a.code, CODES)
   encoder, decoder = CODES[a.code]
   learned = a.code != "mds"
-  run = legacy.Run(
-      dataset=a.dataset, model=a.model, model_kwargs=legacy.model_kwargs(a.model, a.dataset),
+  run = common.Run(
+      dataset=a.dataset, model=a.model, model_kwargs=common.model_kwargs(a.model, a.dataset),
       k=a.k, r=a.r, encoder=encoder, decoder=decoder,
       loss="kl" if learned else "parity_mse",
-      epochs=upstream_epochs(a.dataset, a.code), batch_size=legacy.batch_size(a.k),
+      epochs=upstream_epochs(a.dataset, a.code), batch_size=common.batch_size(a.k),
       train_encoder=learned, train_decoder=learned, train_parity_model=not learned,
       parity_model="" if learned else "same")
   return common.config(run, a.epochs)

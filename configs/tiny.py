@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import default
-from lcc_jax import legacy, sweep
+from configs import common, default
+from lcc_jax import sweep
 
 DEFAULTS = dict(k=2, r=1, encoder="mlp", decoder="mlp", loss="kl", parity_model="", epochs=2)
 
@@ -31,8 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.base_model.epochs = 2
   c.encoder.name, c.decoder.name = a.encoder, a.decoder
   c.parity_model.name = a.parity_model
-  c.train.encoder = a.encoder in legacy.LEARNED_ENCODERS
-  c.train.decoder = a.decoder in legacy.LEARNED_DECODERS
+  c.train.encoder = a.encoder in common.LEARNED_ENCODERS
+  c.train.decoder = a.decoder in common.LEARNED_DECODERS
   c.train.parity_model = bool(a.parity_model)
   if not (c.train.encoder or c.train.decoder or c.train.parity_model):
     raise ValueError(f"nothing to train with encoder={a.encoder!r}, decoder={a.decoder!r} and no "

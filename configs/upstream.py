@@ -16,13 +16,13 @@ import os
 
 import ml_collections
 
-from configs import default
+from configs import common
 from lcc_jax import legacy
 
 SEP = "#"
 
 
-def _runs(arg: str | None) -> tuple[str, list[tuple[str, legacy.Run]]]:
+def _runs(arg: str | None) -> tuple[str, list[tuple[str, common.Run]]]:
   """(JSON path, its (name, Run) pairs, narrowed to the one named after '#')."""
   if not arg:
     raise ValueError("configs/upstream.py needs the JSON file: "
@@ -42,7 +42,7 @@ def _runs(arg: str | None) -> tuple[str, list[tuple[str, legacy.Run]]]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The run of a conf.json, or the first (or '#'-named) run of a sweep JSON."""
   _, runs = _runs(arg)
-  return legacy.to_config(runs[0][1], default.base)
+  return common.config(runs[0][1])
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

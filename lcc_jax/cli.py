@@ -1,12 +1,14 @@
-"""What train.py does with a config: run it, dry-run it, and turn input errors into one line."""
+"""What train.py does with a config: run it, dry-run it, and turn input errors, bad flags
+included, into one line."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
 
-
-from lcc_jax import assembly, erasure, nn, run_control, train_lib, validate, workdir as workdir_lib
+from lcc_jax import (assembly, data, erasure, nn, registry, run_control, train_lib, validate,
+                     workdir as workdir_lib)
 
 # Errors in the user's inputs: one line, exit status 2, no traceback unless --verbose.
 EXIT_BAD_INPUT = 2
@@ -14,7 +16,6 @@ EXIT_STOPPED = 1
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
-  from lcc_jax import data
   return (validate.ConfigError, workdir_lib.WorkdirError, data.DataUnavailableError, KeyError,
           ValueError)
 
@@ -81,7 +82,7 @@ def dry_run(config, *, verbose=False):
   try:
     validate.check_config(config)
     validate.check_shapes(config)
-    input_shape, num_classes = input_spec(config.data)
+    input_shape, num_classes = data.input_spec(config.data)
   except _input_errors() as e:
     if verbose:
       traceback.print_exc()
@@ -109,10 +110,53 @@ def dry_run(config, *, verbose=False):
           "num_patterns": num_patterns}
 
 
-def input_spec(data_config) -> tuple[tuple[int, ...], int]:
-  """Input shape (NHWC) and classes of the dataset, so a dry run needs no dataset file."""
-  return validate.input_spec(data_config)
-
-
 def _yes(name, trained):
   return "yes" if name in trained else "no"
+
+
+class _FlagError(ValueError):
+  """What is wrong with a ``--config`` or ``--config.FIELD=VALUE`` flag, in one line."""
+
+
+def explain_flags_error(args: list[str], error: BaseException, default_config: str) -> str:
+  """A one-line reason for a failure of absl's flag parsing (``--config`` and overrides)."""
+  specs = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+  spec = specs[-1] if specs else default_config
+  message = registry.first_line(error)
+  try:
+    config = _load_config(spec)
+    for arg in args:
+      if arg.startswith("--config.") and "=" in arg:
+        _check_override(config, arg, message)
+  except _FlagError as e:
+    return str(e)
+  return message
+
+
+def _load_config(spec: str):
+  """``get_config`` of a ``--config=FILE[:ARG]`` value, errors as _FlagError."""
+  from lcc_jax import sweep
+  path, _, arg = spec.partition(":")
+  try:
+    return sweep.load_module(path).get_config(arg or None)
+  except json.JSONDecodeError as e:
+    raise _FlagError(f"--config={spec}: not valid JSON ({e}); fix the file or pass an "
+                     "upstream conf.json or sweep JSON") from None
+  except Exception as e:  # pylint: disable=broad-except  (a config file is user code)
+    raise _FlagError(f"--config={spec}: {type(e).__name__}: {registry.first_line(e)}") from None
+
+
+def _check_override(config, arg: str, flag_error: str) -> None:
+  """``--config.a.b=VALUE`` names a field of ``config``; ``flag_error`` is absl's complaint."""
+  key, _, _ = arg[len("--config."):].partition("=")
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    fields = list(node.keys()) if hasattr(node, "keys") else []
+    if part not in fields:
+      raise _FlagError(f"{arg}: the config has no field {'.'.join(parts[:i + 1])!r}; fields "
+                       f"{'under ' + '.'.join(parts[:i]) if i else 'at the top'}: "
+                       f"{', '.join(fields)}")
+    node = node[part]
+  if arg in flag_error:
+    raise _FlagError(f"{arg}: not a valid {type(node).__name__} for {key} (the config has "
+                     f"{key}={node!r}): {flag_error}")

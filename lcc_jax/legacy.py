@@ -12,20 +12,20 @@ ran a randomly initialised frozen copy of F, docs/upstream.md §Known upstream b
 ``base_model_file`` that cannot be read is left out, so train.py trains F first;
 ``continue_from_file`` (a PyTorch checkpoint) is ignored.
 
-A run is described by ``Run`` (also used by the experiment families in ``configs/``) and turned
-into a full config by ``to_config(run, base)``, ``base`` being ``configs.default.base``.
+Each run is read into a ``configs.common.Run``, the description the experiment families in
+``configs/`` share; ``configs.common.config`` turns it into a full config (``configs/upstream.py``
+does both). Shapes and classes of the datasets come from ``lcc_jax.data.facts``.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from absl import logging
-import ml_collections
+from configs import common
+from lcc_jax.data import facts
 
 # Class paths of both repositories (learned-cc's coders.mlp_coder / coders.conv_encoder,
 # parity-models' coders.mlp / coders.conv) → registry names.
@@ -79,12 +79,7 @@ UNSUPPORTED_DATASETS = {
                  "(upstream's loader is also broken on master, docs/upstream.md §Known "
                  "upstream bugs)",
 }
-# (per-example input size, number of classes) of the supported datasets.
-DATASETS = {"mnist": (784, 10), "fashion_mnist": (784, 10), "cifar10": (3072, 10),
-            "cifar100": (3072, 100)}
-AUGMENTED = ("cifar10", "cifar100")  # upstream: RandomCrop(32, 4) + flip on CIFAR training inputs
-LEARNED_ENCODERS = ("mlp", "conv")
-LEARNED_DECODERS = ("mlp",)
+SUPPORTED_DATASETS = sorted(set(DATASET_CLASSES.values()) - set(UNSUPPORTED_DATASETS))
 
 LEARNED_CC_KEYS = ("BaseModel", "Dataset", "Decoder", "DecoderOptimizer", "Encoder",
                    "EncoderOptimizer", "Loss", "base_model_file", "base_model_input_size",
@@ -97,81 +92,7 @@ PARITY_BUG_NOTE = ("train_parity_model=false: F itself runs on the parities; ups
                    "upstream bugs)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One upstream-style run, in registry names."""
-  dataset: str
-  model: str
-  k: int
-  encoder: str
-  decoder: str
-  loss: str
-  epochs: int
-  batch_size: int
-  r: int = 1
-  model_kwargs: dict = dataclasses.field(default_factory=dict)
-  encoder_kwargs: dict = dataclasses.field(default_factory=dict)
-  train_encoder: bool = True
-  train_decoder: bool = True
-  train_parity_model: bool = False
-  parity_model: str = ""  # "" = F itself on the parities; "same" = F_P with F's architecture
-  optimizer: str = "adam"
-  lr: float = 1e-3
-  weight_decay: float = 1e-5
-  upstream_init: bool = True
-  checkpoint: str = ""
-  warnings: tuple[str, ...] = ()
-
-
-def batch_size(k: int) -> int:
-  """Groups per step in both originals: 64 for k = 2, else 32."""
-  return 64 if k == 2 else 32
-
-
-def model_kwargs(model: str, dataset: str) -> dict:
-  """Base-model kwargs upstream hard-codes per dataset (parity-models ``get_base_model``)."""
-  if model == "resnet18":
-    return {"variant": "cifar" if dataset in AUGMENTED else "mnist"}
-  if model == "resnet152":
-    return {"variant": "cifar"}
-  return {}
-
-
-def to_config(run: Run, base: Callable[[], ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
-  """``base()`` with the fields ``run`` sets; logs the run's warnings."""
-  for warning in run.warnings:
-    logging.warning("%s", warning)
-  c = base()
-  c.k, c.r = run.k, run.r
-  c.data.name = run.dataset
-  c.data.augment = run.dataset in AUGMENTED
-  c.data.batch_size = run.batch_size
-  c.base_model.name = run.model
-  c.base_model.kwargs = dict(run.model_kwargs)
-  c.base_model.checkpoint = run.checkpoint
-  # impl picks the convolution implementation (ours, coders/conv.py); listed so that a locked
-  # config accepts --config.encoder.kwargs.impl=xla|matmul|hybrid.
-  c.encoder.name = run.encoder
-  c.encoder.kwargs = ({"impl": "auto"} if run.encoder == "conv" else {}) | run.encoder_kwargs
-  c.decoder.name = run.decoder
-  c.parity_model.name = run.parity_model
-  c.upstream_init = run.upstream_init
-  c.train.encoder = run.train_encoder
-  c.train.decoder = run.train_decoder
-  c.train.parity_model = run.train_parity_model
-  c.loss = run.loss
-  c.optim.name, c.optim.lr, c.optim.weight_decay = run.optimizer, run.lr, run.weight_decay
-  c.num_epochs = run.epochs
-  return c
-
-
-def load(path: str, base: Callable[[], ml_collections.ConfigDict]
-         ) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """(name, config) for every run of an upstream JSON file (name "" for a per-run file)."""
-  return [(name, to_config(run, base)) for name, run in read_runs(path)]
-
-
-def read_runs(path: str) -> list[tuple[str, Run]]:
+def read_runs(path: str) -> list[tuple[str, common.Run]]:
   """(name, Run) for every run of an upstream JSON file, in upstream's order."""
   with open(path) as f:
     conf = json.load(f)
@@ -232,7 +153,7 @@ def _class_spec(spec: Any, what: str, where: str) -> tuple[str, dict]:
 def _dataset(name: str, where: str) -> str:
   if name in UNSUPPORTED_DATASETS:
     raise ValueError(f"{where}: dataset {name!r} is not supported: {UNSUPPORTED_DATASETS[name]}. "
-                     f"Supported datasets: {sorted(DATASETS)}")
+                     f"Supported datasets: {SUPPORTED_DATASETS}")
   return name
 
 
@@ -245,10 +166,11 @@ def _base_model(cls: str, args: dict, dataset: str, where: str) -> tuple[str, di
   """Registry name and kwargs of a BaseModel spec; ``num_classes`` must match the dataset."""
   model = _lookup(BASE_MODELS, cls, "BaseModel class", where)
   args = dict(args)
-  num_classes = args.pop("num_classes", DATASETS[dataset][1])
-  if num_classes != DATASETS[dataset][1]:
+  expected = facts.DATASETS[dataset].num_classes
+  num_classes = args.pop("num_classes", expected)
+  if num_classes != expected:
     raise ValueError(f"{where}: BaseModel num_classes={num_classes!r} but {dataset} has "
-                     f"{DATASETS[dataset][1]} classes")
+                     f"{expected} classes")
   kwargs = {}
   if model in ("resnet18", "resnet152") and "size_for_cifar" in args:
     kwargs["variant"] = "cifar" if _bool(args.pop("size_for_cifar"), "size_for_cifar",
@@ -319,7 +241,7 @@ def _checkpoint(rel: str, json_path: str) -> tuple[str, tuple[str, ...]]:
               f"the folders above {json_path}); F will be trained first",)
 
 
-def _learned_cc_run(conf: dict, path: str) -> Run:
+def _learned_cc_run(conf: dict, path: str) -> common.Run:
   where = f"{path} (learned-cc conf.json)"
   _check_keys(conf, LEARNED_CC_KEYS, LEARNED_CC_OPTIONAL, where)
   ds_cls, ds_args = _class_spec(conf["Dataset"], "Dataset", where)
@@ -330,10 +252,10 @@ def _learned_cc_run(conf: dict, path: str) -> Run:
   dec_cls, dec_args = _class_spec(conf["Decoder"], "Decoder", where)
   decoder = _lookup(DECODERS, dec_cls, "Decoder class", where)
   _no_args(dec_args, "Decoder", where)
-  if encoder not in LEARNED_ENCODERS or decoder not in LEARNED_DECODERS:
+  if encoder not in common.LEARNED_ENCODERS or decoder not in common.LEARNED_DECODERS:
     raise ValueError(f"{where}: learned-cc trains the encoder and the decoder, so both must be "
-                     f"learned ones (encoders {list(LEARNED_ENCODERS)}, decoders "
-                     f"{list(LEARNED_DECODERS)}); got {encoder!r} and {decoder!r}")
+                     f"learned ones (encoders {list(common.LEARNED_ENCODERS)}, decoders "
+                     f"{list(common.LEARNED_DECODERS)}); got {encoder!r} and {decoder!r}")
   loss_cls, loss_args = _class_spec(conf["Loss"], "Loss", where)
   _no_args(loss_args, "Loss", where)
   optimizers = {what: _optimizer(conf[what], what, where)
@@ -348,7 +270,7 @@ def _learned_cc_run(conf: dict, path: str) -> Run:
     warnings += (f"continue_from_file {conf['continue_from_file']!r} is a PyTorch trainer "
                  "checkpoint and is ignored; an lcc_jax run resumes when train.py is rerun with "
                  "the same --workdir",)
-  return Run(
+  return common.Run(
       dataset=dataset, model=model, model_kwargs=kwargs,
       k=_int(conf["ec_k"], "ec_k", where), r=_int(conf["ec_r"], "ec_r", where),
       encoder=encoder, encoder_kwargs=encoder_kwargs, decoder=decoder,
@@ -360,7 +282,7 @@ def _learned_cc_run(conf: dict, path: str) -> Run:
 
 
 def _check_input_size(size: Any, dataset: str, where: str) -> None:
-  expected = DATASETS[dataset][0]
+  expected = math.prod(facts.DATASETS[dataset].shape)
   if (not isinstance(size, list) or not size or size[0] != -1
       or not all(isinstance(d, int) and d > 0 for d in size[1:])
       or math.prod(size[1:]) != expected):
@@ -368,7 +290,7 @@ def _check_input_size(size: Any, dataset: str, where: str) -> None:
                      f"{dataset} example, got {size!r}")
 
 
-def _sweep_runs(conf: dict, path: str) -> list[tuple[str, Run]]:
+def _sweep_runs(conf: dict, path: str) -> list[tuple[str, common.Run]]:
   where = f"{path} (parity-models sweep JSON)"
   _check_keys(conf, SWEEP_KEYS, (), where)
   epochs = _int(conf["num_epoch"], "num_epoch", where)
@@ -386,8 +308,8 @@ def _sweep_runs(conf: dict, path: str) -> list[tuple[str, Run]]:
     pairs.append((_encoder(pair[0], {}, where)[0],
                   _lookup(DECODERS, pair[1], "decoder class", where)))
   for encoder, decoder in pairs:
-    for part, name, learned in (("encoder", encoder, LEARNED_ENCODERS),
-                                ("decoder", decoder, LEARNED_DECODERS)):
+    for part, name, learned in (("encoder", encoder, common.LEARNED_ENCODERS),
+                                ("decoder", decoder, common.LEARNED_DECODERS)):
       if flags[part] and name not in learned:
         raise ValueError(f"{where}: train_{part}=true but {part} {name!r} has no parameters; "
                          f"trainable {part}s: {list(learned)}")
@@ -406,9 +328,10 @@ def _sweep_runs(conf: dict, path: str) -> list[tuple[str, Run]]:
     rel = f"base_model_trained_files/{upstream_names[dataset]}/{model}/model.t7"
     checkpoint, missing = _checkpoint(rel, path)
     name = f"{dataset}/{model}/k{k}/{loss}/{encoder}-{decoder}"
-    runs.append((name, Run(
-        dataset=dataset, model=model, model_kwargs=model_kwargs(model, dataset), k=k,
-        encoder=encoder, decoder=decoder, loss=loss, epochs=epochs, batch_size=batch_size(k),
+    runs.append((name, common.Run(
+        dataset=dataset, model=model, model_kwargs=common.model_kwargs(model, dataset), k=k,
+        encoder=encoder, decoder=decoder, loss=loss, epochs=epochs,
+        batch_size=common.batch_size(k),
         train_encoder=flags["encoder"], train_decoder=flags["decoder"],
         train_parity_model=flags["parity_model"],
         parity_model="same" if flags["parity_model"] else "",

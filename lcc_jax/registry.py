@@ -99,7 +99,7 @@ def load_path(kind: str, path: str) -> Callable[..., Any]:
                          "the folder that holds it on PYTHONPATH") from None
   except Exception as e:  # pylint: disable=broad-except  (the user's module raised on import)
     raise ComponentError(f"{kind} {path!r}: importing {module_name!r} raised "
-                         f"{type(e).__name__}: {_first_line(e)}") from None
+                         f"{type(e).__name__}: {first_line(e)}") from None
   try:
     value = functools.reduce(getattr, attr.split("."), module)
   except AttributeError:
@@ -179,6 +179,6 @@ def _sample_inputs(kind: str, name: str, given: dict[str, Any]) -> tuple[Any, ..
   return jnp.zeros((1, n, given["num_classes"]), jnp.float32), jnp.ones((n,), bool)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
   return text[0] if text else type(error).__name__

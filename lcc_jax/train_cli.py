@@ -48,11 +48,10 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
 
 def _bad_input(argv, error) -> int:
   """One line on stderr (a traceback too with --verbose); exit status 2."""
-  from lcc_jax import cli, validate
+  from lcc_jax import cli
   if any(arg in ("--verbose", "--verbose=true") for arg in argv):
     traceback.print_exception(error)
-  print(f"error: {validate.explain_flags_error(argv[1:], error, _DEFAULT_CONFIG)}",
-        file=sys.stderr)
+  print(f"error: {cli.explain_flags_error(argv[1:], error, _DEFAULT_CONFIG)}", file=sys.stderr)
   return cli.EXIT_BAD_INPUT
 
 

@@ -2,34 +2,27 @@
 
 ``check_run`` runs every check, cheapest first: the config's names, types and ranges; the
 components' shapes at batch 1 (``jax.eval_shape``: no compile, no memory) and F's checkpoint;
-the batch against the devices; the dataset's files; the workdir. ``explain_flags_error``
-turns a bad ``--config`` / ``--config.FIELD=VALUE`` flag into the same kind of message. Every
-problem is a ``ConfigError`` whose one-line message names the field, the bad value and the fix;
-train.py prints it and exits with status 2, and the workdir is left untouched.
+the batch against the devices; then the dataset's files (``data.checks``) and the workdir
+(``workdir.check_workdir``). Every problem of the config is a ``ConfigError`` whose one-line
+message names the field, the bad value and the fix (the data and workdir checks raise their own
+ValueErrors, worded alike); train.py prints it and exits with status 2, and the workdir is left
+untouched.
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 import os
-import pickle
-import tarfile
-import zlib
 
 import jax
 import jax.numpy as jnp
 
-from lcc_jax import assembly, erasure, optim, precision, registry, steps
+from lcc_jax import assembly, erasure, optim, precision, registry, steps, workdir as workdir_lib
 from lcc_jax.coders import channels
+from lcc_jax.data import checks as data_checks
+from lcc_jax.data import facts
+from lcc_jax.data.datasets import input_spec
 
-# Per-example input shape and classes of the embedded dataset (the image datasets' are in
-# data.sources.SPECS; the function dataset's come from the config).
-DIGITS_SPEC = ((8, 8, 1), 10)
-DIGITS_TRAIN = 1437
-# Official train-split sizes: val_size must leave training examples.
-IMAGE_TRAIN = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 ACCURACIES = ("reconstruction_top1", "reconstruction_top5", "degraded_top1", "degraded_top5")
 EVAL_SPLITS = ("val", "test")
 # Fields whose default is one of these types must hold one of them.
@@ -38,7 +31,7 @@ _TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str, type(None)
 
 
 class ConfigError(ValueError):
-  """A bad config value, flag, data file or workdir, found before any work started."""
+  """A bad config value, found before any work started."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -84,6 +77,15 @@ def check_types(config) -> None:
     ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
     _require(ok, f"{field} must be of type {type(default_value).__name__} (like the default "
                  f"{default_value!r}), got {value!r} ({type(value).__name__})")
+
+
+def _get(tree, dotted: str):
+  """``tree["a"]["b"]`` for "a.b" in a dict or ConfigDict; None when a part is missing."""
+  for part in dotted.split("."):
+    if not hasattr(tree, "keys") or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
 
 
 def _positive(field: str, value, *, allow_zero: bool = False) -> None:
@@ -197,8 +199,8 @@ def _check_data_config(config) -> None:
       _require(fn == data.fn,
                f"data.fn={data.fn!r} labels the function dataset but base_model.kwargs.fn={fn!r} "
                f"is F; set both to the same function, e.g. --config.data.fn={fn}")
-  num_train = {"digits": DIGITS_TRAIN, "function": data.num_train}.get(data.name,
-                                                                       IMAGE_TRAIN.get(data.name))
+  num_train = (data.num_train if data.name == "function" else
+               facts.DATASETS[data.name].num_train if data.name in facts.DATASETS else None)
   if num_train:
     usable = num_train // config.k * config.k
     num_val = -(-data.val_size // config.k) * config.k
@@ -225,35 +227,6 @@ def _check_patterns(config) -> None:
 
 
 # ------------------------------------------------------------------------------ shapes
-
-
-def input_spec(data_config) -> tuple[tuple[int, ...], int]:
-  """(per-example input shape, classes) of the config's dataset, without reading it."""
-  from lcc_jax.data import sources  # pylint: disable=g-import-not-at-top
-  if data_config.name == "function":
-    return (data_config.input_dim,), data_config.num_outputs
-  if data_config.name == "digits":
-    return DIGITS_SPEC
-  if data_config.name in sources.SPECS:
-    spec = sources.SPECS[data_config.name]
-    return spec.shape, spec.num_classes
-  if registry.is_path(data_config.name):
-    return _user_dataset_spec(data_config)
-  raise ConfigError(f"data.name={data_config.name!r}; known: "
-                    f"{', '.join(sorted(['digits', 'function', *sources.SPECS]))}")
-
-
-def _user_dataset_spec(data_config) -> tuple[tuple[int, ...], int]:
-  """A user's dataset has no table of shapes: it is built (once, see ``data.load``)."""
-  from lcc_jax import data  # pylint: disable=g-import-not-at-top
-  try:
-    dataset = data.load(data_config)
-  except registry.ComponentError as e:
-    raise ConfigError(f"data.name: {e}") from None
-  except Exception as e:  # pylint: disable=broad-except  (the user's factory raised)
-    raise ConfigError(f"data.name={data_config.name!r}: the dataset factory raised "
-                      f"{type(e).__name__}: {_first_line(e)}") from None
-  return tuple(dataset.input_shape), int(dataset.num_classes)
 
 
 def _first_line(error: BaseException) -> str:
@@ -455,157 +428,13 @@ def check_devices(config, mesh) -> None:
              f"--config.data.{field}={fix}")
 
 
-# ------------------------------------------------------------------------------ data files
-
-
-def check_data(data_config) -> None:
-  """The dataset can be obtained, and local original files are intact, before preparing."""
-  from lcc_jax import data  # pylint: disable=g-import-not-at-top
-  from lcc_jax.data import datasets, sources  # pylint: disable=g-import-not-at-top
-  cfg = datasets.fields(data_config)
-  name = cfg["name"]
-  if name not in sources.SPECS:
-    return
-  spec, folder = sources.SPECS[name], datasets.data_dir(cfg)
-  if sources.is_prepared(spec, folder):
-    return
-  if cfg["manual_dir"]:
-    _require(os.path.isdir(cfg["manual_dir"]),
-             f"data.manual_dir={cfg['manual_dir']} is not a folder; give the folder that holds "
-             f"{', '.join(spec.files)}")
-  _require(_writable(folder),
-           f"data.data_dir={folder}: {name} must be prepared there once, but it is not "
-           "writable; choose a writable --config.data.data_dir")
-  data.check_available(data_config)
-  local = sources.find_local(spec, cfg["manual_dir"])
-  if local:  # a download is checked against checksums.tsv by tfds itself
-    for filename in spec.files:
-      _check_file(os.path.join(local, filename), spec, name)
-
-
-def _published_sha256() -> dict[str, str]:
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checksums.tsv")
-  with open(path) as f:
-    rows = [line.split("\t") for line in f if line.strip()]
-  return {url: sha for url, _, sha, *_ in rows}
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _check_file(path: str, spec, name: str) -> None:
-  """A file equal to the published one is fine; any other must parse as the format says.
-
-  Debian recompresses the .gz files (other checksum, same content), so a checksum mismatch
-  alone is not an error; one that also fails to parse is reported with both facts.
-  """
-  from lcc_jax.data import sources  # pylint: disable=g-import-not-at-top
-  url = spec.url + os.path.basename(path)
-  expected = _published_sha256().get(url)
-  actual = _sha256(path)
-  if actual == expected:
-    return
-  try:
-    if spec.kind == "idx":
-      magic = 0x803 if "images" in path else 0x801
-      array = sources.read_idx(path, magic)
-      want = (28, 28) if magic == 0x803 else ()
-      if array.shape[1:] != want:
-        raise ValueError(f"holds arrays of shape {array.shape[1:]}, {name} needs {want}")
-      if magic == 0x801 and array.size and array.max() >= spec.num_classes:
-        raise ValueError(f"has label {array.max()}, {name} has {spec.num_classes} classes")
-    else:
-      for _, labels in sources.read_cifar(path, spec.kind).values():
-        if labels.size and labels.max() >= spec.num_classes:
-          raise ValueError(f"has label {labels.max()}, {name} has {spec.num_classes} classes")
-  except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error, tarfile.TarError,
-          pickle.UnpicklingError) as e:
-    published = (f"its sha256 {actual[:16]}… differs from the published {expected[:16]}… "
-                 if expected else "")
-    raise ConfigError(f"{path} is not an intact {name} file: {published}and it cannot be read "
-                      f"({type(e).__name__}: {_first_line(e)}); replace it with the original "
-                      f"from {url}") from None
-
-
-def _writable(path: str) -> bool:
-  probe = os.path.abspath(os.path.expanduser(path))
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  return os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
-
-
-# ------------------------------------------------------------------------------ workdir
-
-
-def check_workdir(workdir: str, config_dict: dict | None = None, *, overwrite: bool = False,
-                  eval_only: bool = False) -> None:
-  """The workdir can take this run: writable, and not holding a run of another config."""
-  from lcc_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  _require(bool(workdir), "--workdir is empty; give a folder for checkpoints and metrics")
-  probe = os.path.abspath(workdir)
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  _require(os.path.isdir(probe), f"--workdir {workdir}: {probe} exists and is not a folder")
-  _require(os.access(probe, os.W_OK | os.X_OK),
-           f"--workdir {workdir} is not writable ({probe}); choose a folder you can write to")
-  config_path = os.path.join(workdir, "config.json")
-  has_run = os.path.isfile(config_path)
-  if eval_only:
-    _require(not overwrite, "--eval_only with --overwrite would delete the run to evaluate; "
-                            "drop --overwrite")
-    _require(_has_checkpoint(os.path.join(workdir, "checkpoints")),
-             f"--eval_only: {workdir} holds no checkpoint to evaluate; train first (the same "
-             "command without --eval_only)")
-  if overwrite:
-    _require(not os.path.isdir(workdir) or has_run or
-             not set(os.listdir(workdir)) - {workdir_lib.LOCK},
-             f"--overwrite would delete {workdir}, which holds files but no run (no "
-             "config.json); refusing. Pass a run's workdir, or a new or empty folder")
-    return
-  if config_dict is None or not has_run:
-    return
-  try:
-    with open(config_path) as f:
-      old = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"{config_path} cannot be read ({_first_line(e)}); use another --workdir, "
-                      "or pass --overwrite to delete that run") from None
-  new = json.loads(json.dumps(config_dict, default=list))
-  diff = workdir_lib.config_differences(old, new)
-  if diff:
-    raise workdir_lib.WorkdirError(
-        f"workdir {workdir} holds a run of a different config (fields "
-        f"{', '.join(f'{f}: {_get(old, f)!r} → {_get(new, f)!r}' for f in diff[:4])}"
-        f"{' ...' if len(diff) > 4 else ''}); use another --workdir, or pass --overwrite to "
-        "delete that run")
-
-
-def _get(tree, dotted: str):
-  """``tree["a"]["b"]`` for "a.b" in a dict or ConfigDict; None when a part is missing."""
-  for part in dotted.split("."):
-    if not hasattr(tree, "keys") or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
-
-
-def _has_checkpoint(directory: str) -> bool:
-  """A finished orbax step folder (its name a number) exists; temporaries do not count."""
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
-
-
 # ------------------------------------------------------------------------------ everything
 
 
 def check_run(config, workdir: str | None, *, mesh=None, overwrite: bool = False,
               eval_only: bool = False) -> None:
-  """Every check of this module, cheapest first; raises ConfigError (or a subclass of
-  ValueError naming the problem) before anything is prepared, compiled or written.
+  """Every check of a run, cheapest first; raises ConfigError (or a subclass of ValueError
+  naming the problem) before anything is prepared, compiled or written.
 
   ``workdir=None`` skips the workdir checks (processes other than the first).
   """
@@ -613,52 +442,7 @@ def check_run(config, workdir: str | None, *, mesh=None, overwrite: bool = False
   check_shapes(config)
   if mesh is not None:
     check_devices(config, mesh)
-  check_data(config.data)
+  data_checks.check_data(config.data)
   if workdir is not None:
-    check_workdir(workdir, config.to_dict(), overwrite=overwrite, eval_only=eval_only)
-
-
-# ------------------------------------------------------------------------------ flags
-
-
-def explain_flags_error(args: list[str], error: BaseException, default_config: str) -> str:
-  """A one-line reason for a failure of absl's flag parsing (``--config`` and overrides)."""
-  specs = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-  spec = specs[-1] if specs else default_config
-  message = _first_line(error)
-  try:
-    config = load_config(spec)
-    for arg in args:
-      if arg.startswith("--config.") and "=" in arg:
-        check_override(config, arg, message)
-  except ConfigError as e:
-    return str(e)
-  return message
-
-
-def load_config(spec: str):
-  """``get_config`` of a ``--config=FILE[:ARG]`` value, errors as ConfigError."""
-  from lcc_jax import sweep  # pylint: disable=g-import-not-at-top
-  path, _, arg = spec.partition(":")
-  try:
-    return sweep.load_module(path).get_config(arg or None)
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"--config={spec}: not valid JSON ({e}); fix the file or pass an "
-                      "upstream conf.json or sweep JSON") from None
-  except Exception as e:  # pylint: disable=broad-except  (a config file is user code)
-    raise ConfigError(f"--config={spec}: {type(e).__name__}: {_first_line(e)}") from None
-
-
-def check_override(config, arg: str, flag_error: str = "") -> None:
-  """``--config.a.b=VALUE`` names a field of ``config``; ``flag_error`` is absl's complaint."""
-  key, _, raw = arg[len("--config."):].partition("=")
-  node, parts = config, key.split(".")
-  for i, part in enumerate(parts):
-    fields = list(node.keys()) if hasattr(node, "keys") else []
-    _require(part in fields,
-             f"{arg}: the config has no field {'.'.join(parts[:i + 1])!r}; fields "
-             f"{'under ' + '.'.join(parts[:i]) if i else 'at the top'}: {', '.join(fields)}")
-    node = node[part]
-  if arg in flag_error:
-    raise ConfigError(f"{arg}: not a valid {type(node).__name__} for {key} (the config has "
-                      f"{key}={node!r}): {flag_error}")
+    workdir_lib.check_workdir(workdir, config.to_dict(), overwrite=overwrite,
+                              eval_only=eval_only)

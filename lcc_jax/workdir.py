@@ -1,4 +1,4 @@
-"""What a run writes into its workdir, besides checkpoints.
+"""What a run writes into its workdir, besides checkpoints, and whether a workdir can take a run.
 
 ``.lock`` (held by the one process that writes into the workdir: ``locked``),
 ``config.json`` (the run's config; a workdir never mixes runs of different configs),
@@ -18,6 +18,8 @@ import shutil
 import socket
 import tempfile
 from typing import Any, Iterable, Iterator
+
+from lcc_jax import registry
 
 # Fields that may change between a run and its resumption without making it another run.
 RESUMABLE_FIELDS = ("num_epochs", "time_limit_minutes", "checkpoint_every",
@@ -95,26 +97,71 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-  """Dotted fields whose values differ, ignoring the resumable ones."""
-  a, b = _flatten(old), _flatten(new)
-  return sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS)
+def _as_json(config_dict: dict) -> dict:
+  """The config as config.json holds it (tuples become lists)."""
+  return json.loads(json.dumps(config_dict, default=list))
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise WorkdirError(message)
+
+
+def check_workdir(workdir: str, config_dict: dict | None = None, *, overwrite: bool = False,
+                  eval_only: bool = False) -> None:
+  """The workdir can take this run: writable, and not holding a run of another config."""
+  _require(bool(workdir), "--workdir is empty; give a folder for checkpoints and metrics")
+  probe = os.path.abspath(workdir)
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  _require(os.path.isdir(probe), f"--workdir {workdir}: {probe} exists and is not a folder")
+  _require(os.access(probe, os.W_OK | os.X_OK),
+           f"--workdir {workdir} is not writable ({probe}); choose a folder you can write to")
+  has_run = os.path.isfile(os.path.join(workdir, "config.json"))
+  if eval_only:
+    _require(not overwrite, "--eval_only with --overwrite would delete the run to evaluate; "
+                            "drop --overwrite")
+    _require(_has_checkpoint(os.path.join(workdir, "checkpoints")),
+             f"--eval_only: {workdir} holds no checkpoint to evaluate; train first (the same "
+             "command without --eval_only)")
+  if overwrite:
+    _require(not os.path.isdir(workdir) or has_run or not set(os.listdir(workdir)) - {LOCK},
+             f"--overwrite would delete {workdir}, which holds files but no run (no "
+             "config.json); refusing. Pass a run's workdir, or a new or empty folder")
+  elif config_dict is not None and has_run:
+    _check_same_config(workdir, _as_json(config_dict))
+
+
+def _has_checkpoint(directory: str) -> bool:
+  """A finished orbax step folder (its name a number) exists; temporaries do not count."""
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def _check_same_config(workdir: str, new: dict) -> None:
+  """WORKDIR/config.json holds ``new`` but for the resumable fields; else a WorkdirError."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      old = _flatten(json.load(f))
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path} cannot be read ({registry.first_line(e)}); use another --workdir, "
+                       "or pass --overwrite to delete that run") from None
+  new = _flatten(new)
+  diff = sorted(k for k in set(old) | set(new)
+                if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
+  _require(not diff,
+           f"workdir {workdir} holds a run of a different config (fields "
+           f"{', '.join(f'{f}: {old.get(f)!r} → {new.get(f)!r}' for f in diff[:4])}"
+           f"{' ...' if len(diff) > 4 else ''}); use another --workdir, or pass --overwrite to "
+           "delete that run")
 
 
 def claim(workdir: str, config_dict: dict, *, overwrite: bool) -> None:
   """Writes config.json, refusing a workdir that holds a run of another config."""
   path = os.path.join(workdir, "config.json")
-  config_json = json.loads(json.dumps(config_dict, default=list))
+  config_json = _as_json(config_dict)
   if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      old = json.load(f)
-    diff = config_differences(old, config_json)
-    if diff:
-      raise WorkdirError(
-          f"workdir {workdir} holds a run of a different config (fields {', '.join(diff[:6])}"
-          f"{' ...' if len(diff) > 6 else ''} differ); use another --workdir, or pass "
-          "--overwrite to delete that run")
+    _check_same_config(workdir, config_json)
   write_json(path, config_json)
 
 

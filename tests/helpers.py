@@ -1,5 +1,7 @@
 """Tiny shared set-ups for engine tests."""
+from absl import flags
 import jax
+from ml_collections import config_flags
 
 from lcc_jax import coding, registry
 
@@ -24,3 +26,11 @@ def tiny_data(code, variables, num=24, k=2, input_shape=(4, 4, 1), num_classes=5
   y, _ = code.base_model.apply(variables["base_model"], x)
   labels = jax.random.randint(jax.random.key(seed + 1), (num,), 0, num_classes)
   return {"x": x, "y": y, "labels": labels}
+
+
+def parse_config_flag(argv: list[str]) -> flags.FlagValues:
+  """``argv`` parsed as train.py parses its ``--config`` flag, into fresh flag values."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+  values(argv)
+  return values

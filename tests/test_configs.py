@@ -7,11 +7,11 @@ import inspect
 import os
 import textwrap
 
-from absl import flags
 import ml_collections
 from ml_collections import config_flags
 import pytest
 
+import helpers
 from configs import default, fashion_mnist_mlp, learned_cc, parity_models, r_gt_1, tiny
 from lcc_jax import losses, registry, sweep
 
@@ -336,9 +336,7 @@ def test_load_entries_rejects_bad_names(tmp_path, names, match):
 def test_absl_config_flag_with_config_string_and_override():
   argv = ["prog", f"--config={ROOT}/configs/tiny.py:k=3,r=2", "--config.num_epochs=5",
           "--config.data.manual_dir=/data"]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
-  values(argv)
+  values = helpers.parse_config_flag(argv)
   assert (values.config.k, values.config.r, values.config.num_epochs) == (3, 2, 5)
   assert values.config.data.manual_dir == "/data"
 
@@ -347,9 +345,7 @@ def test_flag_overrides_apply_to_every_sweep_entry():
   # What train.py does for a sweep: the config flag's file and string, then its overrides.
   argv = ["prog", f"--config={ROOT}/configs/parity_models.py:dataset=cifar10,code=add",
           "--config.data.manual_dir=/data", "--config.num_epochs=2"]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
-  values(argv)
+  values = helpers.parse_config_flag(argv)
   path, _, arg = config_flags.get_config_filename(values["config"]).partition(":")
   overrides = config_flags.get_override_values(values["config"])
   entries = sweep.load_entries(path, arg)

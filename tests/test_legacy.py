@@ -7,12 +7,12 @@ import logging
 import os
 import shutil
 
-from absl import flags
 import jax
 from ml_collections import config_flags
 import pytest
 
-from configs import default, learned_cc, parity_models, upstream
+import helpers
+from configs import common, learned_cc, parity_models, upstream
 from lcc_jax import legacy, nn, registry, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,8 +41,13 @@ def _modified(tmp_path, source, **changes):
   return str(path)
 
 
+def _load(path):
+  """(name, full config) of every run of an upstream JSON file, as configs/upstream.py makes."""
+  return [(name, common.config(run)) for name, run in legacy.read_runs(path)]
+
+
 def _load_one(path):
-  (name, c), = legacy.load(path, default.base)
+  (name, c), = _load(path)
   assert name == ""
   return c
 
@@ -154,7 +159,7 @@ def test_learned_cc_errors(tmp_path, changes, match):
 # --- parity-models sweep JSON ------------------------------------------------------------------
 
 def test_mnist_concat_sweep():
-  entries = legacy.load(_pm("mnist-concat.json"), default.base)
+  entries = _load(_pm("mnist-concat.json"))
   # docs/upstream.md §Config formats: 500 epochs, k ∈ {2, 4}, mnist × {base-mlp, resnet18}, parity
   # model only.
   assert [name for name, _ in entries] == [
@@ -175,7 +180,7 @@ def test_mnist_concat_sweep():
 
 def test_cifar10_learned_runs_f_itself_and_says_so(caplog):
   with caplog.at_level(logging.WARNING):
-    entries = legacy.load(_pm("cifar10-learned.json"), default.base)
+    entries = _load(_pm("cifar10-learned.json"))
   assert [c.k for _, c in entries] == [2, 3, 4]
   for _, c in entries:
     assert (c.data.name, c.base_model.name, c.num_epochs) == ("cifar10", "resnet18", 500)
@@ -196,7 +201,7 @@ def test_sweep_checkpoints_found_beside_the_config_folder(tmp_path):
   weights = tmp_path / "base_model_trained_files" / "mnist" / "base-mlp" / "model.t7"
   weights.parent.mkdir(parents=True)
   weights.write_bytes(b"weights")
-  entries = legacy.load(str(tmp_path / "config" / "mnist-concat.json"), default.base)
+  entries = _load(str(tmp_path / "config" / "mnist-concat.json"))
   checkpoints = {c.base_model.name: c.base_model.checkpoint for _, c in entries}
   assert checkpoints == {"base-mlp": str(weights), "resnet18": ""}
 
@@ -271,8 +276,6 @@ def test_load_entries_runs_a_whole_upstream_sweep():
 def test_absl_flag_with_upstream_json_and_override():
   argv = ["prog", f"--config={ROOT}/configs/upstream.py:{CIFAR_XENT}",
           "--config.data.manual_dir=/data/cifar", "--config.num_epochs=3"]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
-  values(argv)
+  values = helpers.parse_config_flag(argv)
   c = values.config
   assert (c.data.manual_dir, c.num_epochs, c.k, c.loss) == ("/data/cifar", 3, 5, "xent")

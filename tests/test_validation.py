@@ -26,7 +26,8 @@ import pytest
 import fixtures_data
 from configs import default, learned_cc, parity_models, r_gt_1, tiny
 from lcc_jax import checkpoint, cli, data, parallel, registry, steps, validate
-from lcc_jax.data import builders
+from lcc_jax import workdir as workdir_lib
+from lcc_jax.data import builders, checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -381,8 +382,8 @@ def test_intact_files_with_other_checksums_pass(tmp_path, offline):
   del offline
   fixtures_data.write_mnist_files(str(tmp_path / "manual"))
   fixtures_data.write_cifar_tarball(str(tmp_path / "manual"), "cifar10")
-  validate.check_data(_mnist_config(tmp_path).data)
-  validate.check_data(_mnist_config(tmp_path, data__name="cifar10").data)
+  checks.check_data(_mnist_config(tmp_path).data)
+  checks.check_data(_mnist_config(tmp_path, data__name="cifar10").data)
 
 
 def test_data_dir_not_writable(tmp_path, capsys, monkeypatch):
@@ -415,8 +416,8 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, capsys)
   line = _run_in_process(tiny_config(k=3), workdir, capsys)
   _assert_names(line, "holds a run of a different config", "k: 2 → 3", "--overwrite")
   # Fields that a resumed run may change are not "another config".
-  validate.check_workdir(workdir, tiny_config(num_epochs=9).to_dict())
-  validate.check_workdir(workdir, tiny_config(k=3).to_dict(), overwrite=True)
+  workdir_lib.check_workdir(workdir, tiny_config(num_epochs=9).to_dict())
+  workdir_lib.check_workdir(workdir, tiny_config(k=3).to_dict(), overwrite=True)
 
 
 def test_workdir_problems(tmp_path, capsys, monkeypatch):
@@ -481,8 +482,7 @@ def test_flag_errors_are_explained(case, args, fragments, tmp_path):
           for a in args]
   fragments = [f.replace("ROOT", ROOT) for f in fragments]
   error = ValueError(f"flag {args[-1]}: absl's message")
-  _assert_names(validate.explain_flags_error(args, error, os.path.join(ROOT, "configs",
-                                                                       "default.py")),
+  _assert_names(cli.explain_flags_error(args, error, os.path.join(ROOT, "configs", "default.py")),
                 *fragments)
 
 

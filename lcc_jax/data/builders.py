@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
-from lcc_jax.data import sources
+from lcc_jax.data import facts, sources
 
 
 class _OriginalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -29,14 +29,14 @@ class _OriginalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
                                   "manual_dir; see lcc_jax/data/sources.py for the list.")
 
   def _info(self) -> tfds.core.DatasetInfo:
-    spec = sources.SPECS[self.DATASET]
+    spec, known = sources.SPECS[self.DATASET], facts.DATASETS[self.DATASET]
     return tfds.core.DatasetInfo(
         builder=self,
         description=f"{self.DATASET}, prepared by lcc_jax from {', '.join(spec.files)}.",
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=spec.shape, dtype=np.uint8,
+            "image": tfds.features.Tensor(shape=known.shape, dtype=np.uint8,
                                           encoding=tfds.features.Encoding.BYTES),
-            "label": tfds.features.ClassLabel(num_classes=spec.num_classes),
+            "label": tfds.features.ClassLabel(num_classes=known.num_classes),
         }),
         supervised_keys=("image", "label"),
         homepage=spec.url,
@@ -111,11 +111,12 @@ def read(name: str, data_dir: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
   splits = tfds.data_source(spec.builder, split={"train": "train", "test": "test"},
                             data_dir=data_dir, download=False,
                             deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  arrays = {split: _parse(source, spec, builder.info.features) for split, source in splits.items()}
+  arrays = {split: _parse(source, spec, facts.DATASETS[name].shape, builder.info.features)
+            for split, source in splits.items()}
   return arrays, dict(builder.info.metadata or {})
 
 
-def _parse(source, spec: sources.Spec, features) -> tuple[np.ndarray, np.ndarray]:
+def _parse(source, spec: sources.Spec, shape, features) -> tuple[np.ndarray, np.ndarray]:
   """All records of a split, parsed straight from their ``tf.Example`` protos.
 
   tfds' generic numpy decoding costs ~0.5 ms per example (30 s for Fashion-MNIST on a busy
@@ -128,7 +129,7 @@ def _parse(source, spec: sources.Spec, features) -> tuple[np.ndarray, np.ndarray
     feature = tf_example_pb2.Example.FromString(record).features.feature
     images.append(feature["image"].bytes_list.value[0])
     labels.append(feature["label"].int64_list.value[0])
-  images_NxHxWxC = np.frombuffer(b"".join(images), np.uint8).reshape((-1,) + spec.shape)
+  images_NxHxWxC = np.frombuffer(b"".join(images), np.uint8).reshape((-1,) + shape)
   labels_N = np.array(labels, np.int64)
   if records:
     reference = features.deserialize_example_np(records[0])

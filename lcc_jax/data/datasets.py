@@ -23,13 +23,13 @@ import numpy as np
 from lcc_jax import registry
 from lcc_jax.data import augment as augment_lib
 from lcc_jax.data import cache
+from lcc_jax.data import facts
 from lcc_jax.data import sources
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-DIGITS_TEST_PER_CLASS = 36  # digits test split: 360 images, train 1437
+DIGITS_TEST_PER_CLASS = 36  # digits test split: 360 images, train 1437 (facts.DATASETS)
 DIGITS_SPLIT_SEED = 0
-AUGMENTED = ("cifar10", "cifar100")
 
 # The data-config fields read here and their defaults (None or "" in a config means default);
 # other fields (batch sizes, ...) belong to the training loop and are ignored.
@@ -85,8 +85,8 @@ def load(data_config) -> Dataset:
   from the same object the run then trains on.
   """
   cfg = fields(data_config)
-  if cfg["augment"] and cfg["name"] not in AUGMENTED:
-    raise ValueError(f"data.augment is defined for {AUGMENTED} only (as upstream), not "
+  if cfg["augment"] and cfg["name"] not in facts.AUGMENTED:
+    raise ValueError(f"data.augment is defined for {facts.AUGMENTED} only (as upstream), not "
                      f"{cfg['name']!r}; set data.augment=False")
   if not registry.is_path(cfg["name"]):
     return registry.build("dataset", cfg["name"], config=cfg, **cfg["kwargs"])
@@ -131,6 +131,31 @@ def check_available(data_config) -> None:
     registry.get("dataset", cfg["name"])  # unknown names raise, listing the known ones
 
 
+def input_spec(data_config) -> tuple[tuple[int, ...], int]:
+  """(per-example input shape, classes) of the config's dataset, without reading it."""
+  if data_config.name == "function":
+    return (data_config.input_dim,), data_config.num_outputs
+  if data_config.name in facts.DATASETS:
+    known = facts.DATASETS[data_config.name]
+    return known.shape, known.num_classes
+  if registry.is_path(data_config.name):
+    return _user_dataset_spec(data_config)
+  raise registry.ComponentError(f"data.name={data_config.name!r}; known: "
+                                f"{', '.join(sorted(['function', *facts.DATASETS]))}")
+
+
+def _user_dataset_spec(data_config) -> tuple[tuple[int, ...], int]:
+  """A user's dataset has no table of shapes: it is built (once, see ``load``)."""
+  try:
+    dataset = load(data_config)
+  except registry.ComponentError as e:
+    raise registry.ComponentError(f"data.name: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except  (the user's factory raised)
+    raise registry.ComponentError(f"data.name={data_config.name!r}: the dataset factory raised "
+                                  f"{type(e).__name__}: {registry.first_line(e)}") from None
+  return tuple(dataset.input_shape), int(dataset.num_classes)
+
+
 def _val_size(config: dict[str, Any], default: int) -> int:
   return default if config["val_size"] is None else int(config["val_size"])
 
@@ -144,7 +169,7 @@ def _image_dataset(name: str, *, config: dict[str, Any]) -> Dataset:
   start = time.perf_counter()
   arrays, metadata = builders.read(name, folder)
   read_s = time.perf_counter() - start
-  spec = sources.SPECS[name]
+  spec, known = sources.SPECS[name], facts.DATASETS[name]
   cifar = spec.kind != "idx"
   mean, std = (CIFAR_MEAN, CIFAR_STD) if cifar else ((0.0,), (1.0,))
   (x_train, labels_train), (x_test, labels_test) = arrays["train"], arrays["test"]
@@ -152,7 +177,7 @@ def _image_dataset(name: str, *, config: dict[str, Any]) -> Dataset:
       name=name,
       x_train=_normalise(x_train, mean, std), labels_train=labels_train.astype(np.int32),
       x_test=_normalise(x_test, mean, std), labels_test=labels_test.astype(np.int32),
-      input_shape=spec.shape, num_classes=spec.num_classes,
+      input_shape=known.shape, num_classes=known.num_classes,
       val_size=_val_size(config, 5000),
       info={"data_dir": folder, "builder": spec.builder, "obtained": how,
             "source_files": metadata.get("source_files"), "prepare_seconds": prepare_s,
@@ -186,7 +211,8 @@ def digits(*, config: dict[str, Any]) -> Dataset:
                                  [:DIGITS_TEST_PER_CLASS] for c in range(10)]))
   train = np.setdiff1d(np.arange(len(x)), test)
   return Dataset(name="digits", x_train=x[train], labels_train=labels[train], x_test=x[test],
-                 labels_test=labels[test], input_shape=(8, 8, 1), num_classes=10,
+                 labels_test=labels[test], input_shape=facts.DATASETS["digits"].shape,
+                 num_classes=facts.DATASETS["digits"].num_classes,
                  val_size=_val_size(config, 300),
                  info={"source": "sklearn.datasets.load_digits", "test_per_class":
                        DIGITS_TEST_PER_CLASS, "split_seed": DIGITS_SPLIT_SEED,

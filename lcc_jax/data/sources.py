@@ -23,14 +23,14 @@ _PROBE_TIMEOUT_S = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """One dataset's original files; ``builder`` is our tfds name (clear of tfds' catalog)."""
+  """One dataset's original files; ``builder`` is our tfds name (clear of tfds' catalog).
+
+  Shapes and classes are in ``facts.DATASETS``."""
   builder: str
   files: tuple[str, ...]
   url: str  # base URL: file f is downloaded from url + f.
   kind: str  # "idx" (four IDX .gz files) or "cifar10" / "cifar100" (python tarball)
   auto_dirs: tuple[str, ...] = ()  # searched after manual_dir (Debian packages)
-  shape: tuple[int, int, int] = (28, 28, 1)
-  num_classes: int = 10
 
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -44,10 +44,9 @@ SPECS = {
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "idx",
         auto_dirs=("/usr/share/datasets/fashion-mnist",)),  # Debian: dataset-fashion-mnist
     "cifar10": Spec("lcc_cifar10", ("cifar-10-python.tar.gz",),
-                    "https://www.cs.toronto.edu/~kriz/", "cifar10", shape=(32, 32, 3)),
+                    "https://www.cs.toronto.edu/~kriz/", "cifar10"),
     "cifar100": Spec("lcc_cifar100", ("cifar-100-python.tar.gz",),
-                     "https://www.cs.toronto.edu/~kriz/", "cifar100", shape=(32, 32, 3),
-                     num_classes=100),
+                     "https://www.cs.toronto.edu/~kriz/", "cifar100"),
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as linen
-import numpy as np
 
 from lcc_jax import nn, registry
 from lcc_jax.models import layers
@@ -44,7 +43,3 @@ def base_mlp(*, input_shape, num_classes, hidden=(200, 100), upstream_init=True)
 @registry.register("base_model", "logistic")
 def logistic(*, input_shape, num_classes):
   return nn.from_linen(MLP((), num_classes), layers.sample_input(input_shape))
-
-
-def input_size(input_shape) -> int:
-  return int(np.prod(input_shape))
