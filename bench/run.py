@@ -26,7 +26,7 @@ from lcc_jax import host_memory  # noqa: E402  (imports no jax either)
 BENCHES = ("vs_torch", "patterns", "roofline", "sweep", "loop")
 # Opt-in (--only conv_layer): one conv-encoder layer's passes per implementation (~1 min);
 # (--only precision): the Fashion-MNIST loop at each config.precision (for accelerators).
-EXTRA = ("conv_layer", "precision")
+EXTRA = ("conv_layer", "precision", "replicas")
 HEADLINE_KEYS = ("speedup_vs_torch_mlp_k2", "speedup_vs_torch_conv_k2", "speedup_vs_torch_mlp_k4",
                  "all_vs_one_pattern_step_k4r2", "sweep_speedup_vs_loop_k4r2",
                  "roofline_fraction_mlp_k2", "loop_us_per_step_tiny",
@@ -160,6 +160,11 @@ def main(argv=None) -> dict:
   if "precision" in only:
     from bench import precision
     info["precision"] = timed("precision", precision.run, args.quick)["precision"]
+  if "replicas" in only:
+    from bench import replicas
+    more = timed("replicas", replicas.run, args.quick)
+    info["replicas"] = more.pop("replicas_details")
+    headline.update(more)
   if "conv_layer" in only:
     from bench import conv_layer
     info.update(timed("conv_layer", conv_layer.run, args.quick))

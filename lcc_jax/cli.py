@@ -7,8 +7,8 @@ import os
 import sys
 import traceback
 
-from lcc_jax import (assembly, data, erasure, nn, registry, run_control, train_lib, validate,
-                     workdir as workdir_lib)
+from lcc_jax import (assembly, component_checks, data, erasure, nn, registry, run_control,
+                     train_lib, validate, workdir as workdir_lib)
 
 # Errors in the user's inputs: one line, exit status 2, no traceback unless --verbose.
 EXIT_BAD_INPUT = 2
@@ -81,7 +81,7 @@ def dry_run(config, *, verbose=False):
   """Builds every component at its real size and counts parameters; touches no data files."""
   try:
     validate.check_config(config)
-    validate.check_shapes(config)
+    component_checks.check_shapes(config)
     input_shape, num_classes = data.input_spec(config.data)
   except _input_errors() as e:
     if verbose:

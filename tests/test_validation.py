@@ -25,7 +25,7 @@ import pytest
 
 import fixtures_data
 from configs import default, learned_cc, parity_models, r_gt_1, tiny
-from lcc_jax import checkpoint, cli, data, parallel, registry, steps, validate
+from lcc_jax import checkpoint, cli, component_checks, data, parallel, registry, steps, validate
 from lcc_jax import workdir as workdir_lib
 from lcc_jax.data import builders, checks
 
@@ -178,7 +178,7 @@ def test_f_checkpoint_of_another_architecture_is_refused(f_checkpoints, tmp_path
   _assert_names(line, f"base_model.checkpoint={f_checkpoints[32]} holds another architecture",
                 "['params']['Dense_0']['kernel']: saved (64, 32), model needs (64, 16)",
                 "set base_model.name/kwargs to F's")
-  validate.check_shapes(tiny_config(base_model__checkpoint=f_checkpoints[16]))  # it fits
+  component_checks.check_shapes(tiny_config(base_model__checkpoint=f_checkpoints[16]))  # it fits
 
 
 def test_f_checkpoint_folder_without_f_and_unreadable_file(tmp_path, capsys):
@@ -228,7 +228,7 @@ def test_every_repository_config_passes():
   for c in configs:
     validate.check_config(c)
   for c in configs[:3]:
-    validate.check_shapes(c)
+    component_checks.check_shapes(c)
 
 
 # --- data files ---------------------------------------------------------------------------------
