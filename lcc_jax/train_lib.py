@@ -26,8 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lcc_jax import (base_training, checkpoint, coding, data, erasure, metrics, nn, optim,
-                     parallel, plots, precision, registry, steps, validate,
+                     parallel, precision, registry, steps, validate,
                      workdir as workdir_lib)
+from lcc_jax.evaluation import reports
 
 log = logging.getLogger(__name__)
 
@@ -597,11 +598,11 @@ def _plot(workdir, entries, summary, config):
   title = (f"{config.data.name} {config.base_model.name} k={config.k} r={config.r} "
            f"{config.encoder.name}/{config.decoder.name} {config.loss}")
   if entries:
-    plots.curves(entries, os.path.join(workdir, "curves.png"), title)
+    reports.curves(entries, os.path.join(workdir, "curves.png"), title)
   if summary["test"].get("per_pattern"):
-    plots.per_pattern(summary["test"]["per_pattern"], os.path.join(workdir, "patterns.png"),
-                      summary["base_model"]["test_accuracy"],
-                      f"{title} (test, epoch {summary['best_epoch']})")
+    reports.per_pattern(summary["test"]["per_pattern"], os.path.join(workdir, "patterns.png"),
+                        summary["base_model"]["test_accuracy"],
+                        f"{title} (test, epoch {summary['best_epoch']})")
 
 
 def _restore_latest_good(ckpt, state) -> tuple[Any, dict]:
