@@ -143,7 +143,7 @@ def _header(scenario, measured: bool, parametric: service.Timings) -> list[str]:
 
 
 def main(argv) -> int:
-  # absl turns INFO on; evaluate's per-scheme summaries and orbax's messages are noise here.
+  # absl turns INFO on; the evaluation's per-scheme summaries and orbax's messages are noise here.
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   try:
     if len(argv) > 1:
