@@ -57,11 +57,11 @@ def _run_cli(FLAGS, workdirs, names, grid) -> int:
   """What the flags ask for, on locked workdirs; raises ValueError on bad input."""
   if FLAGS.baseline_sweep:
     studies.baseline_sweep(workdirs[0], ks=[int(v) for v in FLAGS.sweep_k],
-                   rs=[int(v) for v in FLAGS.sweep_r], names=names, out_dir=FLAGS.out,
-                   batch_size=FLAGS.batch_size, grid=grid, val_limit=FLAGS.val_limit,
-                   test_limit=FLAGS.test_limit, tail=FLAGS.sweep_tail,
-                   curve_plots=[tuple(int(v) for v in kr.split(":"))
-                                for kr in FLAGS.curve_plots])
+                           rs=[int(v) for v in FLAGS.sweep_r], names=names, out_dir=FLAGS.out,
+                           batch_size=FLAGS.batch_size, grid=grid, val_limit=FLAGS.val_limit,
+                           test_limit=FLAGS.test_limit, tail=FLAGS.sweep_tail,
+                           curve_plots=[tuple(int(v) for v in kr.split(":"))
+                                        for kr in FLAGS.curve_plots])
     print(f"wrote baseline_sweep.csv/.md/.png into {FLAGS.out or workdirs[0] + '/eval'}")
     return 0
   if FLAGS.byzantine_k:
@@ -69,14 +69,14 @@ def _run_cli(FLAGS, workdirs, names, grid) -> int:
     out = FLAGS.out or os.path.join(workdirs[0], studies.EVAL_DIR)
     os.makedirs(out, exist_ok=True)
     rows = [studies.byzantine(run.base_fns, run.base_variables, run.test_arrays(),
-                      np.arange(len(run.dataset.x_test)), int(k), int(a), sigma=float(sigma),
-                      convention=FLAGS.byzantine_convention,
-                      batch_size=FLAGS.batch_size or 500)
+                              np.arange(len(run.dataset.x_test)), int(k), int(a),
+                              sigma=float(sigma), convention=FLAGS.byzantine_convention,
+                              batch_size=FLAGS.batch_size or 500)
             for k in FLAGS.byzantine_k for a in FLAGS.byzantine_errors
             for sigma in FLAGS.byzantine_sigma]
     reports.write_table(os.path.join(out, "byzantine"), rows,
-                f"ApproxIFER with Byzantine workers: {run.dataset.name} "
-                f"{run.config.base_model.name} (test, every query scored)")
+                        f"ApproxIFER with Byzantine workers: {run.dataset.name} "
+                        f"{run.config.base_model.name} (test, every query scored)")
     print(f"wrote {out}/byzantine.csv/.md")
     return 0
   results = []
@@ -84,15 +84,15 @@ def _run_cli(FLAGS, workdirs, names, grid) -> int:
     out = (os.path.join(FLAGS.out, os.path.basename(os.path.normpath(workdir)))
            if FLAGS.out and len(workdirs) > 1 else FLAGS.out)
     results.append(studies.evaluate_workdir(workdir, out_dir=out, beyond=FLAGS.beyond,
-                                    with_baselines=FLAGS.baselines, names=names,
-                                    batch_size=FLAGS.batch_size, grid=grid))
+                                            with_baselines=FLAGS.baselines, names=names,
+                                            batch_size=FLAGS.batch_size, grid=grid))
     code = results[-1]["schemes"][0]
     print(f"{workdir}: degraded top-1 {code['degraded_top1']:.4f}, agreement "
           f"{code['agreement']:.4f}, F {code['base_top1']:.4f}")
   if len(workdirs) > 1:
     out = FLAGS.out or os.path.join(workdirs[0], studies.EVAL_DIR)
     reports.write_table(os.path.join(out, "comparison"), studies.comparison_rows(results),
-                "Comparison across runs (test split)")
+                        "Comparison across runs (test split)")
     print(f"wrote {out}/comparison.csv/.md")
   return 0
 
