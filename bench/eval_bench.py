@@ -6,9 +6,9 @@ For (k, r) = (4, 2) and (8, 3), on 10,000 synthetic MNIST-shaped test images (ba
 random weights; the counts, not the accuracies, matter here) grouped into 500 groups per step,
 every pattern of exactly r unavailable outputs (14 and 164 patterns) is evaluated by
 
-* one pass (``evaluate.pattern_totals``): per batch, the encoder and F on the parities once,
+* one pass (``counting.pattern_totals``): per batch, the encoder and F on the parities once,
   the decoder and the per-pattern counts vmapped over all patterns, one jitted call;
-* the loop (``evaluate.pattern_totals_loop``): per pattern, the whole pass again (encoder, F on
+* the loop (``counting.pattern_totals_loop``): per pattern, the whole pass again (encoder, F on
   the parities, decoder, counts), one jitted call per batch and pattern.
 
 Two codes: ``learned`` (learned-cc: MLP encoder, F on the parities, MLP decoder) and
@@ -28,7 +28,8 @@ import time
 import jax
 import numpy as np
 
-from lcc_jax import baselines, coding, erasure, evaluate, registry
+from lcc_jax import baselines, coding, erasure, registry
+from lcc_jax.evaluation import counting
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -74,16 +75,16 @@ def bench(kind: str, k: int, r: int, repeats: int, loop_repeats: int, loop_patte
   x = rng.normal(size=(NUM_TEST,) + INPUT_SHAPE).astype(np.float32)
   y = np.asarray(jax.jit(lambda v, x: code.base_model.apply(v, x)[0])(variables["base_model"], x))
   labels = rng.integers(0, NUM_CLASSES, NUM_TEST).astype(np.int32)
-  device = evaluate.device_data(x, y, labels)
+  device = counting.device_data(x, y, labels)
   indices = np.arange(NUM_TEST)
   unavail_PxN = erasure.patterns(k, r)
   p = len(unavail_PxN)
-  counts_fn = evaluate.make_counts_fn(scheme)
-  one_pass = lambda: evaluate.pattern_totals(scheme, device, indices, k, unavail_PxN,  # noqa
+  counts_fn = counting.make_counts_fn(scheme)
+  one_pass = lambda: counting.pattern_totals(scheme, device, indices, k, unavail_PxN,  # noqa
                                              batch_size=batch, counts_fn=counts_fn)
   one, a = _timed(one_pass, one_pass, repeats)
   m = min(p, loop_patterns) if loop_patterns else p
-  loop = lambda patterns: evaluate.pattern_totals_loop(  # noqa: E731
+  loop = lambda patterns: counting.pattern_totals_loop(  # noqa: E731
       scheme, device, indices, k, patterns, batch_size=batch)
   times, b = _timed(lambda: loop(unavail_PxN[:m]), lambda: loop(unavail_PxN[:1]), loop_repeats)
   loop_times = [t * p / m for t in times]

@@ -3,8 +3,8 @@
 Training (``train_lib``), evaluation (``lcc_jax.evaluation``), the dry run (``cli``) and the
 config checks (``validate``) all build a run here, so a component is built the same way
 wherever it is used. The builders at the top need no data (a dry run calls them with
-``jax.eval_shape``); ``prepare`` loads the data and F; ``init_state`` and ``restore`` give the
-code's variables, fresh or from a checkpoint. Nothing here places arrays on devices: that is
+``jax.eval_shape``); ``prepare`` loads the data and F; ``init_state`` gives the code's fresh
+variables (``evaluation.runs`` restores them from a checkpoint). Nothing here places arrays on devices: that is
 the caller's (``parallel``).
 """
 from __future__ import annotations
@@ -172,7 +172,8 @@ def outputs_tag(config, dataset) -> str:
 class Run:
   """A run as assembled from its config: data, split, F and its outputs, code, patterns.
 
-  ``variables`` / ``checkpoint_step`` / ``checkpoint_epoch`` are set by ``restore``.
+  ``variables`` / ``checkpoint_step`` / ``checkpoint_epoch`` are set by
+  ``evaluation.runs.restore_code``.
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -259,21 +260,3 @@ def init_state(run: Run, tx, seed: int | None = None) -> tuple[dict[str, Any], s
       steps.init_state, trainable=trainable_components(run.config), tx=tx))(
           variables, rng=jax.random.fold_in(rng, 2))
   return variables, state, frozen
-
-
-def restore(run: Run) -> Run:
-  """``run`` with its code's variables at the best checkpoint (else the latest), read-only."""
-  _, state, frozen = init_state(run, make_tx(run.config))
-  directory = os.path.join(run.workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise ValueError(f"{run.workdir} holds no checkpoints/; train it first")
-  with checkpoint.Checkpoints(directory, read_only=True) as ckpt:
-    chosen = ckpt.best_step()
-    if chosen is None:
-      chosen = ckpt.latest_step()
-    if chosen is None:
-      raise ValueError(f"{directory} holds no checkpoint; train the run first")
-    state, meta = ckpt.restore(chosen, state)
-  return dataclasses.replace(run, variables=steps.all_variables(state.params, state.model_state,
-                                                                frozen),
-                             checkpoint_step=int(chosen), checkpoint_epoch=int(meta["epoch"]))

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from lcc_jax import erasure, evaluate, workdir as workdir_lib
+from lcc_jax import assembly, erasure, workdir as workdir_lib
+from lcc_jax.evaluation import runs
 from lcc_jax.exported import MANIFEST, load, variables_hash  # noqa: F401  (load: the API)
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ EXIT_BAD_INPUT = 2
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
-def components(run: evaluate.Run) -> dict[str, tuple[Callable, Any]]:
+def components(run: assembly.Run) -> dict[str, tuple[Callable, Any]]:
   """name -> (fn(variables, *inputs), variables): the pieces a server calls separately."""
   code, v = run.code, run.variables
 
@@ -52,7 +53,7 @@ def components(run: evaluate.Run) -> dict[str, tuple[Callable, Any]]:
   return out
 
 
-def input_specs(run: evaluate.Run, batch) -> dict[str, list[jax.ShapeDtypeStruct]]:
+def input_specs(run: assembly.Run, batch) -> dict[str, list[jax.ShapeDtypeStruct]]:
   k, n, shape = run.k, run.k + run.r, tuple(run.dataset.input_shape)
   f32 = jnp.float32
   one = [jax.ShapeDtypeStruct((batch,) + shape, f32)]
@@ -85,7 +86,7 @@ def _spec(x) -> dict:
 
 def export_run(workdir: str, out: str, platforms: Sequence[str] = ("cpu",)) -> dict:
   """Writes the modules, variables and manifest of ``workdir``'s best checkpoint into ``out``."""
-  run = evaluate.load_run(workdir)
+  run = runs.load_run(workdir)
   os.makedirs(out, exist_ok=True)
   batch, = jax.export.symbolic_shape("b")
   specs = input_specs(run, batch)
@@ -110,7 +111,7 @@ def export_run(workdir: str, out: str, platforms: Sequence[str] = ("cpu",)) -> d
   return manifest
 
 
-def _manifest(run: evaluate.Run, functions: dict) -> dict:
+def _manifest(run: assembly.Run, functions: dict) -> dict:
   c = run.config
   patterns = erasure.patterns(run.k, run.r, c.patterns.mode, limit=c.patterns.limit)
   return {
@@ -147,7 +148,7 @@ def main(argv) -> int:
     unknown = sorted(set(FLAGS.platforms) - set(PLATFORMS))
     if unknown:
       raise ValueError(f"unknown --platforms {unknown}; known: {list(PLATFORMS)}")
-    evaluate.read_config(FLAGS.workdir)  # a clear error for a folder that is not a workdir
+    runs.read_config(FLAGS.workdir)  # a clear error for a folder that is not a workdir
     manifest = export_run(FLAGS.workdir, FLAGS.out, FLAGS.platforms)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ of the heap's top, a freed buffer stays in the heap and the next step reuses it:
 
 The price: memory freed by the process is kept for its reuse rather than returned to the
 system, so the resident size stays at its peak, which a training process reaches in its first
-step anyway. The entry points (train.py, ``python -m lcc_jax.evaluate``, the benchmarks) call
+step anyway. The entry points (train.py, ``python -m lcc_jax.evaluation``, the benchmarks) call
 ``prepare_host`` before their first computation: on the CPU backend only (an accelerator's
 buffers are not host memory, and keeping freed host memory would only cost there), it applies
 these settings and the XLA:CPU flags the entry point asks for. A program that uses lcc_jax as

@@ -12,7 +12,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from lcc_jax import assembly, metrics, plots
+from lcc_jax import assembly, metrics
+from lcc_jax.evaluation import reports
 
 HEADLINE = ("reconstruction_top1", "reconstruction_top5", "degraded_top1", "degraded_top5",
             "loss")
@@ -150,9 +151,9 @@ def plot(workdir, entries, summary, config) -> None:
   """curves.png (a replicated run: the mean with a min–max band) and patterns.png."""
   title_ = title(config)
   if entries:
-    plots.curves(entries, os.path.join(workdir, "curves.png"), title_)
+    reports.curves(entries, os.path.join(workdir, "curves.png"), title_)
   test = summary["test"] if "test" in summary else summary["replicas"][0]["test"]
   if test.get("per_pattern"):
-    plots.per_pattern(test["per_pattern"], os.path.join(workdir, "patterns.png"),
+    reports.per_pattern(test["per_pattern"], os.path.join(workdir, "patterns.png"),
                       summary["base_model"]["test_accuracy"],
                       f"{title_} (test, epoch {summary.get('best_epoch', 'best')})")

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lcc_jax import baselines, evaluate, nn
+from lcc_jax import baselines, nn
+from lcc_jax.evaluation import schemes, studies
 from lcc_jax.coders import berrut
 
 C = 5
@@ -91,7 +92,7 @@ def test_interpolating_codes_reproduce_a_constant_f_exactly(name):
     scheme = baselines.with_lambdas(scheme, 1e-3, 1e-2)  # smoothing keeps constants too
   arrays = _arrays()
   arrays["y"] = np.tile(c_C, (len(arrays["x"]), 1))
-  sweep = evaluate.evaluate_scheme(scheme, arrays, np.arange(24), k, r, batch_size=4)
+  sweep = schemes.evaluate_scheme(scheme, arrays, np.arange(24), k, r, batch_size=4)
   # Splines need two available points; Berrut one.
   need = 2 if name in baselines.LETCC_NAMES else 1
   ok = (k + r - sweep.sizes_P) >= need
@@ -117,7 +118,7 @@ def test_approxifer_interpolates_at_its_nodes_through_the_harness():
   arrays = _arrays(num=40, seed=3)
   arrays["y"] = np.asarray(f.apply({}, jnp.asarray(arrays["x"]))[0])
   scheme = baselines.approxifer(k, r, f, {})
-  sweep = evaluate.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=5)
+  sweep = schemes.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=5)
   nodes_available = ~sweep.unavail_PxN[:, hits].any(axis=1)
   assert nodes_available.sum() == 2**(k + r - k)
   np.testing.assert_array_equal(sweep.rate("recon_top1")[nodes_available], 1.0)
@@ -135,8 +136,8 @@ def test_tune_letcc_keeps_the_best_of_the_grid_and_lambda_is_live():
   arrays["labels"] = np.argmax(arrays["y"], -1).astype(np.int32)
   scheme = baselines.letcc_nonsystematic(k, r, code.base_model, variables["base_model"])
   grid = (0.0, 1.0)
-  tuned, scores = evaluate.tune_letcc(scheme, arrays, np.arange(60), k, r, batch_size=10,
-                                      grid=grid)
+  tuned, scores = schemes.tune_letcc(scheme, arrays, np.arange(60), k, r, batch_size=10,
+                                     grid=grid)
   assert len(scores) == len(grid)**2
   best = max(s[2] for s in scores)
   chosen = baselines.lambdas(tuned)
@@ -153,8 +154,8 @@ def test_byzantine_locator_finds_loud_adversaries_and_restores_accuracy():
   arrays["labels"] = np.argmax(arrays["y"], -1).astype(np.int32)
   # "paper" points: no worker sits on a data node (with "endpoints" at k = 3, N = 7, three
   # do, compute their query uncoded and shield it from the adversary).
-  out = evaluate.byzantine(f, {}, arrays, np.arange(60), k, a, sigma=1e3, batch_size=8,
-                           convention="paper")
+  out = studies.byzantine(f, {}, arrays, np.arange(60), k, a, sigma=1e3, batch_size=8,
+                          convention="paper")
   assert out["workers"] == 7
   assert out["location_rate"] >= 0.9, out
   assert out["attacked_top1"] < 0.6 < out["located_top1"], out

@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lcc_jax import baselines, coding, erasure, evaluate, train_lib
+from lcc_jax import baselines, coding, erasure, train_lib
+from lcc_jax.evaluation import accuracy, counting, patterns, reports, runs, schemes, studies
 from tests.helpers import tiny_code
 
 INPUT_SHAPE = (4, 4, 1)
@@ -60,16 +61,16 @@ def _numpy_counts(code, variables, arrays, k, unavail_PxN):
 
 def test_one_pass_sweep_equals_the_loop_oracle():
   k, r = 3, 2
-  code, variables, schemes = _schemes(k, r)
+  code, variables, candidates = _schemes(k, r)
   arrays = _arrays(code, variables, 15 * k)
-  device = evaluate.device_data(arrays["x"], arrays["y"], arrays["labels"])
+  device = counting.device_data(arrays["x"], arrays["y"], arrays["labels"])
   indices = np.arange(15 * k)
-  for scheme in schemes:
-    unavail_PxN = evaluate.client_patterns(k, r, scheme.systematic)
-    loop = evaluate.pattern_totals_loop(scheme, device, indices, k, unavail_PxN, batch_size=4)
+  for scheme in candidates:
+    unavail_PxN = patterns.client_patterns(k, r, scheme.systematic)
+    loop = counting.pattern_totals_loop(scheme, device, indices, k, unavail_PxN, batch_size=4)
     for chunk in (None, 3):  # one vmap, and lax.map over chunks of 3 patterns
-      fn = evaluate.make_counts_fn(scheme, chunk)
-      one_pass = evaluate.pattern_totals(scheme, device, indices, k, unavail_PxN, batch_size=4,
+      fn = counting.make_counts_fn(scheme, chunk)
+      one_pass = counting.pattern_totals(scheme, device, indices, k, unavail_PxN, batch_size=4,
                                          counts_fn=fn)
       assert set(one_pass) == set(loop)
       for key in loop:
@@ -86,7 +87,7 @@ def _client_predictions(scheme, arrays, k, r):
   y = arrays["y"][:g * k].reshape(g, k, C)
   outs = np.asarray(jax.jit(scheme.outputs)(scheme.variables, x, jnp.asarray(y)))
   decode = jax.jit(scheme.decoder.apply)
-  all_PxN = evaluate.subsets(k + r, range(k + r + 1))
+  all_PxN = patterns.subsets(k + r, range(k + r + 1))
   preds = []
   for unavail in all_PxN:
     masked = np.where(unavail[None, :, None], 0.0, outs).astype(np.float32)
@@ -101,10 +102,10 @@ def _client_predictions(scheme, arrays, k, r):
 @pytest.mark.parametrize("which", [0, 1])
 def test_unavailability_curve_equals_a_monte_carlo_simulation(which):
   k, r, f, trials = 3, 2, 0.3, 400
-  code, variables, schemes = _schemes(k, r)
-  scheme = schemes[which]
+  code, variables, candidates = _schemes(k, r)
+  scheme = candidates[which]
   arrays = _arrays(code, variables, 20 * k, seed=2)
-  sweep = evaluate.evaluate_scheme(scheme, arrays, np.arange(20 * k), k, r, batch_size=8)
+  sweep = schemes.evaluate_scheme(scheme, arrays, np.arange(20 * k), k, r, batch_size=8)
   all_PxN, pred_PxGxK = _client_predictions(scheme, arrays, k, r)
   labels_GxK = arrays["labels"].reshape(-1, k)
   # Each trial: every worker of every group fails independently with probability f.
@@ -138,15 +139,15 @@ def test_no_redundancy_and_replication_curves_have_their_closed_forms():
   prior_K = np.mean(arrays["labels"][idx_GxK] == default, axis=0)
   for copies in (False, True):
     scheme = baselines.replication(k, r, prior, copies=copies)
-    sweep = evaluate.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=7)
+    sweep = schemes.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=7)
     for f in (0.0, 0.1, 0.37):
       lost0 = f * f if copies else f  # slot 0 has a copy on worker 2
       want = ((1 - lost0) * own_K[0] + lost0 * prior_K[0] + (1 - f) * own_K[1] +
               f * prior_K[1]) / 2
       np.testing.assert_allclose(sweep.expected([f])[0], want, rtol=1e-10)
     # A tail cut (at most 1 unavailable worker) undercounts by at most the mass it omits.
-    cut = evaluate.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=7,
-                                   max_unavailable=1)
+    cut = schemes.evaluate_scheme(scheme, arrays, np.arange(40), k, r, batch_size=7,
+                                  max_unavailable=1)
     rates = np.array([0.05, 0.3])
     full, low, omitted = sweep.expected(rates), cut.expected(rates), cut.omitted(rates)
     np.testing.assert_allclose(omitted, 1 - (1 - rates)**3 - 3 * rates * (1 - rates)**2)
@@ -155,8 +156,8 @@ def test_no_redundancy_and_replication_curves_have_their_closed_forms():
 
 
 def test_tail_cut_bounds_the_binomial_tail():
-  assert evaluate.tail_cut(15, 0.1, 1e-4) == 7  # P(X > 7) = 3.4e-5, P(X > 6) = 3.1e-4
-  assert evaluate.tail_cut(3, 0.5, 0.0) == 3
+  assert patterns.tail_cut(15, 0.1, 1e-4) == 7  # P(X > 7) = 3.4e-5, P(X > 6) = 3.1e-4
+  assert patterns.tail_cut(3, 0.5, 0.0) == 3
 
 
 # ------------------------------------------------------------------------------ a workdir
@@ -183,8 +184,8 @@ def _read_csv(path):
 def test_workdir_reports(workdir, tmp_path):
   k, r = 2, 2
   names = ("replication", "approxifer")
-  result = evaluate.evaluate_workdir(workdir, out_dir=str(tmp_path), beyond=True,
-                                     with_baselines=True, names=names)
+  result = studies.evaluate_workdir(workdir, out_dir=str(tmp_path), beyond=True,
+                                    with_baselines=True, names=names)
   rows = _read_csv(tmp_path / "patterns.csv")
   assert len(rows) == erasure.count(k, r, "at_most") + erasure.count(k, r, "beyond")
   listed = [" ".join(map(str, s)) for s in erasure.unavailable_slots(np.concatenate(
@@ -193,7 +194,7 @@ def test_workdir_reports(workdir, tmp_path):
   assert [row["set"] for row in rows].count("exactly") == erasure.count(k, r, "exactly")
   assert [row["set"] for row in rows].count("beyond") == erasure.count(k, r, "beyond")
   curve = _read_csv(tmp_path / "unavailability.csv")
-  assert len(curve) == len(evaluate.RATES_GRID)
+  assert len(curve) == len(accuracy.RATES_GRID)
   assert {"code", *names} <= set(curve[0])
   assert float(curve[0]["code"]) == pytest.approx(float(curve[0]["F"]))  # f = 0: F's accuracy
   for name in ("patterns.md", "unavailability.png", "baselines.md", "baselines.png",
@@ -208,26 +209,26 @@ def test_workdir_reports(workdir, tmp_path):
   code = result["schemes"][0]
   assert code["degraded_top1"] == pytest.approx(summary["test"]["degraded_top1"], abs=1e-9)
   assert code["agreement"] == pytest.approx(summary["test"]["reconstruction_top1"], abs=1e-9)
-  evaluate.write_table(str(tmp_path / "comparison"), evaluate.comparison_rows([result, result]))
+  reports.write_table(str(tmp_path / "comparison"), studies.comparison_rows([result, result]))
   assert len(_read_csv(tmp_path / "comparison.csv")) == 2
 
 
 def test_baseline_sweep_reports(workdir, tmp_path):
-  rows = evaluate.baseline_sweep(workdir, ks=[2, 3], rs=[1], names=("none", "berrut"),
-                                 out_dir=str(tmp_path), test_limit=90, curve_plots=[(3, 1)])
+  rows = studies.baseline_sweep(workdir, ks=[2, 3], rs=[1], names=("none", "berrut"),
+                                out_dir=str(tmp_path), test_limit=90, curve_plots=[(3, 1)])
   assert [(row["k"], row["scheme"]) for row in rows] == [
       (2, "none"), (2, "berrut"), (3, "none"), (3, "berrut")]
   assert len(_read_csv(tmp_path / "baseline_sweep.csv")) == 4
-  assert len(_read_csv(tmp_path / "baseline_curves.csv")) == 4 * len(evaluate.RATES_GRID)
+  assert len(_read_csv(tmp_path / "baseline_curves.csv")) == 4 * len(accuracy.RATES_GRID)
   for name in ("baseline_sweep.png", "unavailability_k3_r1.png"):
     assert os.path.exists(tmp_path / name)
 
 
 def test_too_many_workers_is_a_clear_error():
   with pytest.raises(ValueError, match="at most 16 workers"):
-    evaluate.client_patterns(15, 2, True)
+    patterns.client_patterns(15, 2, True)
 
 
 def test_a_folder_that_is_not_a_workdir_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="has no config.json"):
-    evaluate.load_run(str(tmp_path))
+    runs.load_run(str(tmp_path))

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lcc_jax import coding, erasure, evaluate, export, exported, train_lib
+from lcc_jax import coding, erasure, export, exported, train_lib
+from lcc_jax.evaluation import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +31,7 @@ def exported_run(request, tmp_path_factory):
   workdir = _train(str(tmp_path_factory.mktemp("run")), request.param)
   out = str(tmp_path_factory.mktemp("export"))
   export.export_run(workdir, out, platforms=("cpu",))
-  return evaluate.load_run(workdir), out
+  return runs.load_run(workdir), out
 
 
 def _inputs(run, batch):

@@ -134,7 +134,7 @@ def _train(user_dir, *args, cwd=ROOT):
 def _evaluate(user_dir, workdir):
   env = {**os.environ, "PYTHONPATH": f"{user_dir}{os.pathsep}{ROOT}", "JAX_PLATFORMS": "cpu"}
   env.pop("JAX_NUM_CPU_DEVICES", None)
-  return subprocess.run([sys.executable, "-m", "lcc_jax.evaluate", f"--workdir={workdir}"],
+  return subprocess.run([sys.executable, "-m", "lcc_jax.evaluation", f"--workdir={workdir}"],
                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 

@@ -82,7 +82,7 @@ def test_overwrite_and_evaluation_take_the_lock_too(tmp_path):
       out = _train_py(workdir, 1, extra)
       assert out.returncode == cli.EXIT_BAD_INPUT and "is in use by another run" in out.stderr
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-m", "lcc_jax.evaluate", f"--workdir={workdir}"],
+    out = subprocess.run([sys.executable, "-m", "lcc_jax.evaluation", f"--workdir={workdir}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "is in use by another run" in out.stderr, out.stderr
   # --overwrite keeps the lock file it holds and deletes the rest.

@@ -1,7 +1,7 @@
 """python -m lcc_jax.serving [--workdir=DIR] --out=OUT [--scenario=parm] [--schemes=...]
 
 Without --workdir: parametric service times and no accuracy. With it: the run's F, code and
-training-free baselines give the accuracy of every answer (lcc_jax.evaluate's per-pattern
+training-free baselines give the accuracy of every answer (lcc_jax.evaluation's per-pattern
 counts on the test split) and, unless --service=parametric, the service times (measured here
 at batch 1). Errors in the inputs print one line and exit with status 2, before any long work.
 """
@@ -97,12 +97,13 @@ def _parametric() -> service.Timings:
 def _workdir_setup(workdir: str, measured: bool, parametric: service.Timings):
   """``setup(name, k, r)`` from a run: accuracy tables per (k, r), timings per code."""
   import jax
-  from lcc_jax import evaluate, host_memory
+  from lcc_jax import host_memory
+  from lcc_jax.evaluation import runs
   from lcc_jax.serving import accuracy, measure
-  # As lcc_jax.evaluate's command: one execution at a time (XLA:CPU hangs, jax-ml/jax#25861).
+  # As lcc_jax.evaluation's command: one execution at a time (XLA:CPU hangs, jax-ml/jax#25861).
   jax.config.update("jax_cpu_enable_async_dispatch", False)
   host_memory.keep_freed_memory()
-  run = evaluate.load_run(workdir)
+  run = runs.load_run(workdir)
   f_ms = measure.model(run, reps=FLAGS.reps) if measured else None
   tables, times = {}, {}
 
@@ -142,7 +143,7 @@ def _header(scenario, measured: bool, parametric: service.Timings) -> list[str]:
 
 
 def main(argv) -> int:
-  # absl turns INFO on; evaluate's per-scheme summaries and orbax's messages are noise here.
+  # absl turns INFO on; the evaluation's per-scheme summaries and orbax's messages are noise here.
   logging.getLogger().setLevel(logging.INFO if FLAGS.verbose else logging.WARNING)
   try:
     if len(argv) > 1:

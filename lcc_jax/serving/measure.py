@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcc_jax import coding, evaluate, registry
+from lcc_jax import assembly, coding, registry
 from lcc_jax.coders import berrut, letcc
 from lcc_jax.serving import service
 
@@ -29,7 +29,7 @@ def times_ms(fn, *args, reps: int = 200) -> service.Empirical:
   return service.Empirical(tuple(samples))
 
 
-def _coders(run: evaluate.Run, code_name: str, k: int, r: int, sweep):
+def _coders(run: assembly.Run, code_name: str, k: int, r: int, sweep):
   """(encode(x_1xKxI), decode(outs_1xNxC, avail_N)) of the evaluated code ``code_name``."""
   n, shape = k + r, tuple(run.dataset.input_shape)
   if code_name == "code":
@@ -51,13 +51,13 @@ def _coders(run: evaluate.Run, code_name: str, k: int, r: int, sweep):
   raise ValueError(f"no coders to time for {code_name!r}")
 
 
-def model(run: evaluate.Run, *, reps: int) -> service.Empirical:
+def model(run: assembly.Run, *, reps: int) -> service.Empirical:
   """F on one query: measured once per run, so every scheme sees the same F."""
   f = jax.jit(lambda x: run.base_fns.apply(run.base_variables, x)[0])
   return times_ms(f, jnp.asarray(run.dataset.x_test[:1]), reps=reps)
 
 
-def timings(run: evaluate.Run, f_ms: service.Empirical, code_name: str, k: int, r: int,
+def timings(run: assembly.Run, f_ms: service.Empirical, code_name: str, k: int, r: int,
             sweep=None, *, reps: int) -> service.Timings:
   """F (``f_ms``), the network on a parity (F_P or F), the code's encoder and decoder."""
   if code_name == "F":

@@ -68,11 +68,11 @@ def _merged_sweep():
   done = {(row["k"], row["r"], row["scheme"]) for row in extra}
   rows = [row for row in rows if (row["k"], row["r"], row["scheme"]) not in done] + extra
   if rows:
-    from lcc_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from lcc_jax.evaluation import reports  # pylint: disable=g-import-not-at-top
     typed = [{**row, "k": int(row["k"]), "r": int(row["r"]),
               "degraded_top1": float(row["degraded_top1"])} for row in rows]
-    evaluate.plot_sweep(typed, os.path.join(HERE, "fmnist_sweep", "baseline_sweep_merged.png"),
-                        "degraded_top1", "fashion_mnist base-mlp: training-free baselines")
+    reports.plot_sweep(typed, os.path.join(HERE, "fmnist_sweep", "baseline_sweep_merged.png"),
+                       "degraded_top1", "fashion_mnist base-mlp: training-free baselines")
   return rows
 
 
