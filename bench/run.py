@@ -146,25 +146,25 @@ def main(argv=None) -> dict:
         for name, _, k, batch in vs_torch.CASES}
   if "patterns" in only:
     headline.update(timed("patterns", all_patterns.run, args.quick))
-  if "roofline" in only:
-    more = timed("roofline", roofline.run, args.quick)
-    info["roofline"] = more.pop("roofline")
+  def with_details(name, module, details_key):
+    """Runs a bench whose figures hold one ``details_key`` entry for ``info``."""
+    more = timed(name, module.run, args.quick)
+    info[name] = more.pop(details_key)
     headline.update(more)
+
+  if "roofline" in only:
+    with_details("roofline", roofline, "roofline")
   if "sweep" in only:
     headline.update(timed("sweep", sweep.run, args.quick))
   if "loop" in only:
     from bench import loop  # imports the training loop and configs only when asked for
-    more = timed("loop", loop.run, args.quick)
-    info["loop"] = more.pop("loop_details")
-    headline.update(more)
+    with_details("loop", loop, "loop_details")
   if "precision" in only:
     from bench import precision
     info["precision"] = timed("precision", precision.run, args.quick)["precision"]
   if "replicas" in only:
     from bench import replicas
-    more = timed("replicas", replicas.run, args.quick)
-    info["replicas"] = more.pop("replicas_details")
-    headline.update(more)
+    with_details("replicas", replicas, "replicas_details")
   if "conv_layer" in only:
     from bench import conv_layer
     info.update(timed("conv_layer", conv_layer.run, args.quick))

@@ -34,3 +34,27 @@ def parse_config_flag(argv: list[str]) -> flags.FlagValues:
   config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
   values(argv)
   return values
+
+
+def sigterm_at_chunk(monkeypatch, chunk_number: int):
+  """Makes the training loop's ``chunk_number``-th jitted chunk call send this process SIGTERM
+  (the loop sees it after dispatching that chunk); returns the unpatched
+  ``steps.jit_train_chunk`` to put back before resuming."""
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from lcc_jax import steps  # pylint: disable=g-import-not-at-top
+  jit_train_chunk, calls = steps.jit_train_chunk, []
+
+  def signalling(*args, **kwargs):
+    chunk = jit_train_chunk(*args, **kwargs)
+
+    def call(*a, **kw):
+      calls.append(1)
+      if len(calls) == chunk_number:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return chunk(*a, **kw)
+
+    return call
+
+  monkeypatch.setattr(steps, "jit_train_chunk", signalling)
+  return jit_train_chunk

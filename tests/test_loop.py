@@ -2,7 +2,6 @@
 exact resume at chunk boundaries, checkpoints off the step path, precision settings."""
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import pytest
 from configs import tiny
 from lcc_jax import (checkpoint, data, erasure, optim, precision, run_control, steps, train_lib,
                      train_loop)
-from tests.helpers import tiny_code, tiny_data
+from tests.helpers import sigterm_at_chunk, tiny_code, tiny_data
 
 TIMING_KEYS = ("time_s", "steps_per_s")
 
@@ -156,20 +155,7 @@ def test_nothing_crosses_to_the_device_per_chunk(tmp_path, monkeypatch):
 def test_resume_after_sigterm_at_a_chunk_boundary_is_exact(reference, tmp_path, monkeypatch):
   ref_dir, ref_summary = reference
   workdir = str(tmp_path / "run")
-  jit_train_chunk, calls = steps.jit_train_chunk, []
-
-  def signalling(*args, **kwargs):
-    chunk = jit_train_chunk(*args, **kwargs)
-
-    def call(*a, **kw):
-      calls.append(1)
-      if len(calls) == 4:  # epoch 2's first chunk: the loop sees it after dispatching it
-        os.kill(os.getpid(), signal.SIGTERM)
-      return chunk(*a, **kw)
-
-    return call
-
-  monkeypatch.setattr(steps, "jit_train_chunk", signalling)
+  jit_train_chunk = sigterm_at_chunk(monkeypatch, 4)  # epoch 2's first chunk
   with pytest.raises(run_control.TrainingStopped, match="SIGTERM received at epoch 2, step 16"):
     train_lib.train_and_evaluate(_config(), workdir, progress=False)
   monkeypatch.setattr(steps, "jit_train_chunk", jit_train_chunk)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import jax
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from configs import tiny
 from lcc_jax import checkpoint, replicas, run_control, steps, train_lib, train_loop
+from tests.helpers import sigterm_at_chunk
 from tests.test_loop import TIMING_KEYS
 
 REPLICA_KEYS = ("replica", "seed")
@@ -98,20 +98,7 @@ def _entries_with_replica(workdir, replica):
 def test_resume_of_a_replicated_run_is_exact(three, tmp_path, monkeypatch):
   ref_dir, ref_summary = three
   workdir = str(tmp_path / "run")
-  jit_train_chunk, calls = steps.jit_train_chunk, []
-
-  def signalling(*args, **kwargs):
-    chunk = jit_train_chunk(*args, **kwargs)
-
-    def call(*a, **kw):
-      calls.append(1)
-      if len(calls) == 5:  # in the middle of epoch 2
-        os.kill(os.getpid(), signal.SIGTERM)
-      return chunk(*a, **kw)
-
-    return call
-
-  monkeypatch.setattr(steps, "jit_train_chunk", signalling)
+  jit_train_chunk = sigterm_at_chunk(monkeypatch, 5)  # in the middle of epoch 2
   with pytest.raises(run_control.TrainingStopped, match="SIGTERM received at epoch 2, step 32"):
     train_lib.train_and_evaluate(_config(ref_dir, seeds=3), workdir, progress=False)
   monkeypatch.setattr(steps, "jit_train_chunk", jit_train_chunk)
