@@ -128,13 +128,15 @@ def test_every_entry_carries_its_timing(reference):
 def test_nothing_crosses_to_the_device_per_chunk(tmp_path, monkeypatch):
   """Each epoch's index arrays are uploaded once and the erasure patterns once per run; every
   chunk gets device arrays only (an implicit host → device transfer would raise)."""
-  calls = []
+  calls, kept = [], []
   jit_train_chunk = steps.jit_train_chunk
 
   def guarded(*args, **kwargs):
     chunk = jit_train_chunk(*args, **kwargs)
 
     def call(state, frozen, dataset, idx, weight, first_step, unavail, *, num_steps):
+      # The arrays themselves are kept, so that no id is reused by a later upload.
+      kept.append((idx, weight, first_step, unavail))
       calls.append((id(idx), id(weight), id(first_step), id(unavail), num_steps))
       with jax.transfer_guard_host_to_device("disallow"):
         return chunk(state, frozen, dataset, idx, weight, first_step, unavail,
