@@ -198,6 +198,7 @@ def main(argv=None) -> dict:
       json.dump(results, f, indent=1)
   summary = {key: headline.get(key) for key in HEADLINE_KEYS}
   summary["sweep_speedup_vs_loop_k8r3"] = headline.get("sweep_speedup_vs_loop_k8r3")
+  summary.update({key: v for key, v in headline.items() if key.startswith("replicas_speedup")})
   summary["threads"] = args.threads
   if notes:
     summary["note"] = "; ".join(notes)

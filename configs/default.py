@@ -91,6 +91,7 @@ def base() -> ml_collections.ConfigDict:
   c.replicas.first = 0            # index of the first replica (seeds=1, first=i: replica i alone)
   c.replicas.lr = ()              # per-replica optim.lr (one per replica), () = optim.lr for all
   c.replicas.weight_decay = ()    # per-replica optim.weight_decay, () = optim.weight_decay
+  c.replicas.shard = False        # split the replicas over the devices (not the batch)
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""

@@ -172,6 +172,15 @@ def param_shardings(tree, mesh: Mesh, min_size: int):
   return jax.tree.map(sharding, tree)
 
 
+def shard_replicas(tree, mesh: Mesh, axes=None):
+  """Every leaf's leading (replica) axis split over "data"; ``axes`` (a prefix tree of 0 /
+  None, as for ``jax.vmap``) leaves the subtrees marked None replicated."""
+  if axes is None:
+    return jax.tree.map(lambda leaf: _put(leaf, batch_sharding(mesh)), tree)
+  return {name: shard_replicas(sub, mesh) if axes[name] == 0 else replicate(sub, mesh)
+          for name, sub in tree.items()}
+
+
 def shard_params(tree, mesh: Mesh, min_size: int):
   """``tree`` placed with ``param_shardings`` (big 2-D kernels sharded, the rest replicated)."""
   return jax.tree.map(_put, tree, param_shardings(tree, mesh, min_size))
@@ -209,15 +218,17 @@ def steps_sharding(mesh: Mesh, leading: int = 1) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*(None,) * leading, DATA))
 
 
-def global_steps(idx_local_SxBxK, weight_local_SxB, mesh: Mesh,
-                 *scalars) -> tuple[jax.Array, ...]:
+def global_steps(idx_local_SxBxK, weight_local_SxB, mesh: Mesh, *scalars,
+                 replica_sharded: bool = False) -> tuple[jax.Array, ...]:
   """A whole epoch (or split) of process-local batches → global (S, B, K) / (S, B) arrays with
   the batch axis sharded along "data", plus ``scalars`` replicated: one transfer for all its
   steps. Returns (idx_SxBxK, weight_SxB, *scalars). A replicated run's epoch has a replica
-  axis in front, (R, S, B, K) / (R, S, B), sharded the same way along B."""
+  axis in front, (R, S, B, K) / (R, S, B), sharded the same way along B, or with
+  ``replica_sharded`` (``replicas.shard``, one process) along R instead."""
   idx_local_SxBxK = np.asarray(idx_local_SxBxK, np.int32)
   weight_local_SxB = np.asarray(weight_local_SxB, np.float32)
-  sharding = steps_sharding(mesh, weight_local_SxB.ndim - 1)
+  sharding = (batch_sharding(mesh) if replica_sharded
+              else steps_sharding(mesh, weight_local_SxB.ndim - 1))
   if jax.process_count() == 1:  # one device_put for the lot: a third cheaper than three
     return tuple(jax.device_put((idx_local_SxBxK, weight_local_SxB, *scalars),
                                 (sharding, sharding) + (replicated(mesh),) * len(scalars)))

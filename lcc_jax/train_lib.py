@@ -27,11 +27,15 @@ from lcc_jax.run_control import warn, writing
 log = logging.getLogger(__name__)
 
 
-def eval_batches(indices, config, mesh) -> tuple[jax.Array, jax.Array]:
-  """A split's fixed groups as device arrays (S, B, K) / (S, B): uploaded once per run."""
+def eval_batches(indices, config, mesh, whole: bool = False) -> tuple[jax.Array, jax.Array]:
+  """A split's fixed groups as device arrays (S, B, K) / (S, B): uploaded once per run; split
+  along the batch over the devices, or ``whole`` on each (replicas sharded instead)."""
   idx_SxBxK, weight_SxB = data.group_indices(
       indices, config.k, config.data.eval_batch_size, shuffle=False,
       process_index=jax.process_index(), process_count=jax.process_count())
+  if whole:
+    return tuple(parallel.replicate((np.asarray(idx_SxBxK, np.int32),
+                                     np.asarray(weight_SxB, np.float32)), mesh))
   return tuple(parallel.global_steps(idx_SxBxK, weight_SxB, mesh))
 
 
@@ -85,13 +89,9 @@ class _Trainer:
     self.replicas = replicas_lib.from_config(config)
     tx = replicas_lib.make_tx(config, self.replicas)
     variables, state, frozen = replicas_lib.init_state(run, tx, self.replicas)
-    shard_min = config.distributed.shard_params_min_size
-    # Parameters and optimizer state are replicated, or their big kernels sharded over devices.
-    self.state = (parallel.shard_params(state, mesh, shard_min) if shard_min
-                  else parallel.replicate(state, mesh))
-    self.frozen = parallel.replicate(frozen, mesh)
-    self.unavail = parallel.replicate(run.unavail_PxN, mesh)  # for the whole run
     axes = replicas_lib.frozen_axes(frozen) if self.replicas.vmapped else None
+    self.state, self.frozen = self._place(state, frozen, axes)
+    self.unavail = parallel.replicate(run.unavail_PxN, mesh)  # for the whole run
     chunk = config.patterns.chunk or None
     self.train_chunk = steps.jit_train_chunk(
         run.code, tx, config.loss, dataset.augment, chunk,
@@ -99,10 +99,23 @@ class _Trainer:
         frozen_axes=axes)
     self.eval_split = steps.jit_eval_split(run.code, config.loss, chunk,
                                            precision_name=config.precision, frozen_axes=axes)
-    self.eval_sets = {"val": (self.train_data, eval_batches(run.split["val"], config, mesh)),
+    shard = config.replicas.shard
+    self.eval_sets = {"val": (self.train_data, eval_batches(run.split["val"], config, mesh,
+                                                            shard)),
                       "test": (test_data, eval_batches(np.arange(len(dataset.x_test)), config,
-                                                       mesh))}
+                                                       mesh, shard))}
     self.run_info = self._run_info(variables)
+
+  def _place(self, state, frozen, axes):
+    """On the mesh: parameters and optimizer state replicated, or their big kernels sharded
+    (``distributed.shard_params_min_size``), or split by replica (``replicas.shard``)."""
+    mesh, config = self.mesh, self.config
+    if config.replicas.shard:
+      return parallel.shard_replicas(state, mesh), parallel.shard_replicas(frozen, mesh, axes)
+    shard_min = config.distributed.shard_params_min_size
+    state = (parallel.shard_params(state, mesh, shard_min) if shard_min
+             else parallel.replicate(state, mesh))
+    return state, parallel.replicate(frozen, mesh)
 
   def _run_info(self, variables) -> dict:
     run, config = self.run_, self.config

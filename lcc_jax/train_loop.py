@@ -236,8 +236,9 @@ def _train_epoch(trainer, ckpt, state, epoch, global_step, resume, progress, pol
   first = resume.get("step_in_epoch", 0) if resume.get("in_epoch") == epoch else 0
   totals = EpochTotals(replicas, progress, resume if first else None)
   # The epoch's batches and the global step it began at: one transfer for all its steps.
-  *batches, epoch_first_step = parallel.global_steps(idx_SxBxK, weight_SxB, trainer.mesh,
-                                                     np.int32(global_step - first))
+  *batches, epoch_first_step = parallel.global_steps(
+      idx_SxBxK, weight_SxB, trainer.mesh, np.int32(global_step - first),
+      replica_sharded=config.replicas.shard)
   per_dispatch = config.steps_per_dispatch or num_steps
   bar = tqdm(total=num_steps, initial=first, desc=f"epoch {epoch}/{config.num_epochs}",
              disable=not trainer.progress, leave=False, dynamic_ncols=True)

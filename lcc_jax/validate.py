@@ -222,8 +222,18 @@ def _check_patterns(config) -> None:
 
 
 def check_devices(config, mesh) -> None:
-  """Global batch sizes split evenly over the devices of the mesh."""
+  """Global batch sizes (or, with ``replicas.shard``, the replicas) split evenly over the
+  devices of the mesh."""
   devices = mesh.devices.size
+  if config.replicas.shard:
+    seeds = config.replicas.seeds
+    _require(seeds % devices == 0 and jax.process_count() == 1
+             and not config.distributed.shard_params_min_size,
+             f"replicas.shard=True splits the replicas.seeds={seeds} replicas over the {devices} "
+             f"devices of one process ({jax.process_count()} here), without "
+             "distributed.shard_params_min_size: use a multiple of the devices, e.g. "
+             f"--config.replicas.seeds={-(-seeds // devices) * devices}, or replicas.shard=False")
+    return
   for field in ("batch_size", "eval_batch_size"):
     value = config.data[field]
     fix = -(-value // devices) * devices

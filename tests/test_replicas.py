@@ -146,3 +146,33 @@ def test_replica_lists_must_match_the_count():
   from lcc_jax import validate
   with pytest.raises(validate.ConfigError, match="replicas.lr has 2 values for replicas.seeds=3"):
     validate.check_config(_config(seeds=3, lr=(1e-3, 2e-3)))
+
+
+def test_replicas_sharded_over_the_devices_train_as_the_batch_sharded(three, tmp_path):
+  """replicas.shard: each device holds whole replicas (the conftest's 4 CPU devices, 4
+  replicas: one each) and computes them as the batch-sharded run does, to round-off."""
+  sharded_dir, plain_dir = str(tmp_path / "sharded"), str(tmp_path / "plain")
+  sharded = train_lib.train_and_evaluate(_config(three[0], seeds=4, shard=True), sharded_dir,
+                                         progress=False)
+  plain = train_lib.train_and_evaluate(_config(three[0], seeds=4), plain_dir, progress=False)
+  for a, b in zip(sharded["replicas"], plain["replicas"]):
+    assert a["test"]["degraded_top1"] == pytest.approx(b["test"]["degraded_top1"], abs=0.02)
+  (state, _), (ref, _) = _latest(sharded_dir), _latest(plain_dir)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               state["latest"]["params"], ref["latest"]["params"])
+
+
+def test_replica_sharding_places_one_replica_per_device():
+  from lcc_jax import parallel
+  mesh = parallel.make_mesh()
+  tree = {"f": np.zeros((3,)), "w": np.zeros((4, 2))}
+  placed = parallel.shard_replicas(tree, mesh, {"f": None, "w": 0})
+  assert placed["w"].sharding.spec == jax.sharding.PartitionSpec("data")
+  assert placed["w"].addressable_shards[0].data.shape == (1, 2)
+  assert placed["f"].sharding.is_fully_replicated
+
+
+def test_replica_sharding_needs_a_multiple_of_the_devices():
+  from lcc_jax import parallel, validate
+  with pytest.raises(validate.ConfigError, match="replicas.shard=True splits the replicas.seeds=3"):
+    validate.check_devices(_config(seeds=3, shard=True), parallel.make_mesh())
