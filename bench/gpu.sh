@@ -14,7 +14,8 @@
 #      default = TF32, bfloat16) steps/s, epoch time against steps × the isolated step, compile
 #      time, peak device memory, accuracy and the 500-epoch extrapolation;
 #   2. python -m bench --only vs_torch: the step against PyTorch (eager and torch.compile);
-#   3. python train.py on Fashion-MNIST (configs/fashion_mnist_mlp.py, 20 epochs): its summary.
+#   3. python -m bench --only replicas --quick: 8 replicas in one program against 8 runs;
+#   4. python train.py on Fashion-MNIST (configs/fashion_mnist_mlp.py, 20 epochs): its summary.
 # Everything goes to $OUT (the device tool's output folder) or bench/results/gpu/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
   | tee "$OUT_DIR/loop.txt"
 "$PY" -m bench --threads "$(nproc)" --only vs_torch --out "$OUT_DIR/vs_torch.json" \
   | tee "$OUT_DIR/vs_torch.txt" || echo "vs_torch failed (see above)"
+"$PY" -m bench --quick --only replicas --out "$OUT_DIR/replicas.json" \
+  | tee "$OUT_DIR/replicas.txt" || echo "replicas failed (see above)"
 "$PY" train.py --config=configs/fashion_mnist_mlp.py:epochs=20 --workdir=/tmp/gpu_run \
   --noprogress --config.base_model.epochs=5 "${DATA_FLAGS[@]}" | tee "$OUT_DIR/train.txt"
 cp /tmp/gpu_run/summary.json /tmp/gpu_run/metrics.jsonl "$OUT_DIR/" 2>/dev/null || true
