@@ -42,6 +42,12 @@ def run(config, workdir: str, *, eval_only=False, overwrite=False, progress=True
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
+  if eval_only and "replicas" in summary:
+    spread = summary["aggregate"]["test/degraded_top1"]
+    print(f"evaluated {len(summary['replicas'])} replicas, each at its best epoch: test degraded "
+          f"top-1 {spread['mean']:.4f} ± {spread['std']:.4f} [{spread['min']:.4f}, "
+          f"{spread['max']:.4f}]")
+    return 0
   if eval_only:
     print(f"evaluated checkpoint of epoch {summary['epoch']}: test degraded top-1 "
           f"{summary['test']['degraded_top1']:.4f}, reconstruction top-1 "

@@ -147,6 +147,8 @@ def _check_same_config(workdir: str, new: dict) -> None:
     raise WorkdirError(f"{path} cannot be read ({registry.first_line(e)}); use another --workdir, "
                        "or pass --overwrite to delete that run") from None
   new = _flatten(new)
+  # A field the run's lcc_jax did not have yet ran as its default does: not a difference.
+  old = {**{k: v for k, v in _flatten(default_config_dict()).items() if k not in old}, **old}
   diff = sorted(k for k in set(old) | set(new)
                 if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
   _require(not diff,
@@ -154,6 +156,25 @@ def _check_same_config(workdir: str, new: dict) -> None:
            f"{', '.join(f'{f}: {old.get(f)!r} → {new.get(f)!r}' for f in diff[:4])}"
            f"{' ...' if len(diff) > 4 else ''}); use another --workdir, or pass --overwrite to "
            "delete that run")
+
+
+def default_config_dict() -> dict:
+  """Every config field with its default (``configs/default.py``), as JSON would hold it."""
+  from configs import default  # pylint: disable=g-import-not-at-top  (configs imports lcc_jax)
+  return _as_json(default.base().to_dict())
+
+
+def with_new_fields(stored: dict) -> dict:
+  """A stored config.json with the fields added to lcc_jax since, at their defaults."""
+  return _merged(default_config_dict(), stored)
+
+
+def _merged(defaults: dict, stored: dict) -> dict:
+  out = dict(defaults)
+  for key, value in stored.items():
+    both = isinstance(value, dict) and isinstance(out.get(key), dict)
+    out[key] = _merged(out[key], value) if both else value
+  return out
 
 
 def claim(workdir: str, config_dict: dict, *, overwrite: bool) -> None:

@@ -176,3 +176,38 @@ def test_replica_sharding_needs_a_multiple_of_the_devices():
   from lcc_jax import parallel, validate
   with pytest.raises(validate.ConfigError, match="replicas.shard=True splits the replicas.seeds=3"):
     validate.check_devices(_config(seeds=3, shard=True), parallel.make_mesh())
+
+
+def test_eval_only_and_the_evaluation_tool_see_every_replicas_best(three):
+  workdir, summary = three
+  result = train_lib.train_and_evaluate(_config(seeds=3), workdir, eval_only=True,
+                                        progress=False)
+  from lcc_jax.evaluation import studies
+  swept = studies.evaluate_workdir(workdir)
+  names = [s["scheme"] for s in swept["schemes"]]
+  assert names == ["code/replica0", "code/replica1", "code/replica2"]
+  for trained, evaluated, scheme in zip(summary["replicas"], result["replicas"],
+                                        swept["schemes"]):
+    for key in ("degraded_top1", "reconstruction_top1"):
+      assert evaluated["test"][key] == trained["test"][key]
+    assert scheme["degraded_top1"] == pytest.approx(trained["test"]["degraded_top1"], abs=1e-12)
+  assert result["aggregate"]["test/degraded_top1"] == summary["aggregate"]["test/degraded_top1"]
+  assert swept["replicas_spread"]["degraded_top1"]["mean"] == pytest.approx(
+      summary["aggregate"]["test/degraded_top1"]["mean"], abs=1e-12)
+
+
+def test_a_workdir_from_before_replicas_resumes_and_evaluates(tmp_path):
+  """config.json written before a field existed: the field ran as its default does."""
+  workdir = str(tmp_path / "old")
+  config = _config()
+  config.num_epochs = 1
+  train_lib.train_and_evaluate(config, workdir, progress=False)
+  path = os.path.join(workdir, "config.json")
+  stored = json.load(open(path))
+  del stored["replicas"]
+  json.dump(stored, open(path, "w"))
+  config.num_epochs = 2
+  summary = train_lib.train_and_evaluate(config, workdir, progress=False)
+  assert summary["epochs"] == 2
+  from lcc_jax.evaluation import runs
+  assert runs.read_config(workdir).replicas.seeds == 1

@@ -8,7 +8,7 @@ import os
 
 import ml_collections
 
-from lcc_jax import assembly, checkpoint, replicas as replicas_lib, steps
+from lcc_jax import assembly, checkpoint, replicas as replicas_lib, steps, workdir as workdir_lib
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -16,7 +16,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise ValueError(f"{workdir} has no config.json: not a workdir written by train.py")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(workdir_lib.with_new_fields(json.load(f)))
 
 
 def load_run(workdir: str, *, restore: bool = True, replica: int | None = None) -> assembly.Run:
