@@ -44,6 +44,7 @@ def base() -> ml_collections.ConfigDict:
   c.base_model.batch_size = 128
   c.base_model.lr = 1e-3
   c.base_model.weight_decay = 0.0
+  c.base_model.lr_schedule = "constant"  # or "cosine": lr decays to 0 over F's training
 
   c.encoder = ml_collections.ConfigDict({"name": "mlp", "kwargs": {}})  # registry kind "encoder"
   c.decoder = ml_collections.ConfigDict({"name": "mlp", "kwargs": {}})  # registry kind "decoder"

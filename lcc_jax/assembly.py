@@ -151,7 +151,7 @@ def load_or_train_base_model(config, dataset: data.Dataset, split, workdir: str,
       fns, rng, dataset.x_train[train_idx], dataset.labels_train[train_idx],
       epochs=config.base_model.epochs, batch_size=config.base_model.batch_size,
       lr=config.base_model.lr, weight_decay=config.base_model.weight_decay, seed=config.seed,
-      progress=progress)
+      progress=progress, lr_schedule=config.base_model.lr_schedule)
   meta = {"trained_epochs": config.base_model.epochs, "train_time_s": time.time() - start,
           "val_accuracy": base_training.accuracy(fns, variables, dataset.x_train[split["val"]],
                                                   dataset.labels_train[split["val"]])}

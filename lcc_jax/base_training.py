@@ -50,15 +50,18 @@ def accuracy(fns: nn.ModelFns, variables, x_NxI, labels_N, batch_size: int = 100
 
 
 def train(fns: nn.ModelFns, rng, x_NxI: np.ndarray, labels_N: np.ndarray, *, epochs: int,
-          batch_size: int, lr: float, weight_decay: float, seed: int, progress: bool = True):
-  """Trains F from its initialisation; returns its variables."""
+          batch_size: int, lr: float, weight_decay: float, seed: int, progress: bool = True,
+          lr_schedule: str = "constant"):
+  """Trains F from its initialisation; returns its variables. ``lr_schedule="cosine"``
+  decays ``lr`` to 0 over the whole training."""
   variables = fns.init(rng)
-  tx = optim.make_tx("adam", lr=lr, weight_decay=weight_decay)
+  n = len(x_NxI)
+  num_steps = -(-n // batch_size)
+  tx = optim.make_tx("adam", lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
+                     total_steps=epochs * num_steps)
   opt_state = tx.init(variables["params"])
   step = jax.jit(functools.partial(_step, fns=fns, tx=tx), donate_argnums=(0, 1))
   x_dev, labels_dev = jnp.asarray(x_NxI), jnp.asarray(labels_N)
-  n = len(x_NxI)
-  num_steps = -(-n // batch_size)
   for epoch in range(epochs):
     order = np.random.default_rng([seed, epoch]).permutation(n)
     order = np.concatenate([order, np.zeros(num_steps * batch_size - n, order.dtype)])

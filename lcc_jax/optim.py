@@ -13,12 +13,22 @@ import optax
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 def make_tx(name: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5, b1: float = 0.9,
             b2: float = 0.999, eps: float = 1e-8, momentum: float = 0.0,
-            grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
-  """The optimizer named in the config (``config.optim``)."""
+            grad_clip_norm: float = 0.0, lr_schedule: str = "constant",
+            total_steps: int = 0) -> optax.GradientTransformation:
+  """The optimizer named in the config (``config.optim``); ``lr_schedule="cosine"`` decays
+  ``lr`` to 0 over ``total_steps`` (a cosine), "constant" keeps it."""
   if lr <= 0:
     raise ValueError(f"optim.lr must be positive, got {lr}")
+  if lr_schedule not in SCHEDULES or (lr_schedule == "cosine" and total_steps < 1):
+    raise ValueError(f"lr_schedule={lr_schedule!r} with total_steps={total_steps}; use one of "
+                     f"{list(SCHEDULES)} (cosine: with total_steps >= 1)")
+  if lr_schedule == "cosine":
+    lr = optax.cosine_decay_schedule(lr, total_steps)
   if weight_decay < 0:
     raise ValueError(f"optim.weight_decay must be >= 0, got {weight_decay}")
   parts = []

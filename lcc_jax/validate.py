@@ -112,6 +112,9 @@ def _check_names(config) -> None:
            f"optim.name={config.optim.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
   _require(config.on_nonfinite in ("stop", "skip"),
            f"on_nonfinite={config.on_nonfinite!r}; use 'stop' or 'skip'")
+  _require(config.base_model.lr_schedule in optim.SCHEDULES,
+           f"base_model.lr_schedule={config.base_model.lr_schedule!r}; use one of "
+           f"{', '.join(optim.SCHEDULES)}")
   _require(config.precision in precision.PRECISIONS,
            f"precision={config.precision!r}; use one of {', '.join(precision.PRECISIONS)}")
 

@@ -88,3 +88,24 @@ def test_eval_counts_cover_every_pattern_and_padding_is_ignored():
   # Each pattern scores 6 real groups × its unavailable data slots.
   np.testing.assert_array_equal(counts["n"], 6 * unavail_PxN[:, :3].sum(axis=1))
   assert int(counts["base_n"]) == 18
+
+
+def test_cosine_lr_schedule_follows_the_formula():
+  """SGD on a constant gradient moves by the learning rate itself: 0.5·lr·(1 + cos(π t / T))."""
+  tx = optim.make_tx("sgd", lr=0.1, weight_decay=0.0, lr_schedule="cosine", total_steps=10)
+  params = {"w": jnp.zeros(())}
+  state = tx.init(params)
+  moves = []
+  for _ in range(11):
+    updates, state = tx.update({"w": jnp.ones(())}, state, params)
+    moves.append(-float(updates["w"]))
+  expected = [0.05 * (1 + np.cos(np.pi * t / 10)) for t in range(11)]
+  np.testing.assert_allclose(moves, expected, rtol=1e-6, atol=1e-9)
+  constant = optim.make_tx("sgd", lr=0.1, weight_decay=0.0)
+  updates, _ = constant.update({"w": jnp.ones(())}, constant.init(params), params)
+  assert -float(updates["w"]) == pytest.approx(0.1)
+
+
+def test_unknown_lr_schedule_is_one_line():
+  with pytest.raises(ValueError, match="lr_schedule='linear'"):
+    optim.make_tx(lr_schedule="linear", total_steps=5)
