@@ -81,12 +81,17 @@ def init_state(run: assembly.Run, tx, replicas: Replicas):
   config = run.config
   lr_R = replicas.lr or (config.optim.lr,) * replicas.count
   wd_R = replicas.weight_decay or (config.optim.weight_decay,) * replicas.count
+
+  def own_optim(state, lr, weight_decay):
+    """The replica's own optimizer settings, where it has them."""
+    if not replicas.per_replica_optim:
+      return state
+    return state.replace(opt_state=optim.set_hyperparams(state.opt_state, lr=lr,
+                                                         weight_decay=weight_decay))
+
   if not replicas.vmapped:
     variables, state, frozen = assembly.init_state(run, tx, seed=replicas.seeds[0])
-    if replicas.per_replica_optim:
-      state = state.replace(opt_state=optim.set_hyperparams(state.opt_state, lr=lr_R[0],
-                                                            weight_decay=wd_R[0]))
-    return variables, state, frozen
+    return variables, own_optim(state, lr_R[0], wd_R[0]), frozen
   trainable = assembly.trainable_components(config)
 
   def one(seed, lr, weight_decay):
@@ -94,11 +99,8 @@ def init_state(run: assembly.Run, tx, replicas: Replicas):
     variables = assembly.init_code_variables(run.code, run.base_variables,
                                              jax.random.fold_in(rng, 1))
     state, frozen = steps.init_state(variables, trainable, tx, jax.random.fold_in(rng, 2))
-    if replicas.per_replica_optim:
-      state = state.replace(opt_state=optim.set_hyperparams(state.opt_state, lr=lr,
-                                                            weight_decay=weight_decay))
     del variables["base_model"], frozen["base_model"]  # F is shared, not stacked
-    return variables, state, frozen
+    return variables, own_optim(state, lr, weight_decay), frozen
 
   variables, state, frozen = jax.jit(jax.vmap(one))(
       jnp.asarray(replicas.seeds, jnp.uint32), jnp.asarray(lr_R, jnp.float32),

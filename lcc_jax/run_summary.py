@@ -82,22 +82,32 @@ def log_epoch(entries, progress):
   return message
 
 
-def summarize(config, entries, best_epoch, base_test_accuracy, run_info, wall_time) -> dict:
-  """summary.json of a single run (or of one replica: ``entries`` are then its own)."""
-  at_best = {e["split"]: e for e in entries if e["epoch"] == best_epoch}
-  test = dict(at_best.get("test", {}))
-  if test:
-    test["expected_accuracy"] = expected_accuracy(base_test_accuracy, test["degraded_top1"],
-                                                  config.unavailability_rates)
+def _run_fields(config, base_test_accuracy, run_info) -> dict:
+  """What a run's summary says of F, the data and the code, whatever its replicas."""
   return {"base_model": {"name": config.base_model.name, "test_accuracy": base_test_accuracy,
                          **{k: v for k, v in run_info["base_model"].items() if k != "source"}},
           "dataset": config.data.name, "k": config.k, "r": config.r,
           "encoder": config.encoder.name,
           "decoder": config.decoder.name, "loss": config.loss,
           "parity_model": (assembly.parity_model_name(config) or ("",))[0],
-          "num_patterns": run_info["num_patterns"], "best_metric": config.best_metric,
-          "best_epoch": best_epoch, "epochs": max([e["epoch"] for e in entries], default=0),
-          "val": at_best.get("val", {}), "test": test, "wall_time_s": wall_time}
+          "num_patterns": run_info["num_patterns"], "best_metric": config.best_metric}
+
+
+def _at_best(config, entries, best_epoch, base_test_accuracy) -> dict:
+  """The best epoch, the epochs run, and val / test at the best epoch of one run or replica."""
+  at_best = {e["split"]: e for e in entries if e["epoch"] == best_epoch}
+  test = dict(at_best.get("test", {}))
+  if test:
+    test["expected_accuracy"] = expected_accuracy(base_test_accuracy, test["degraded_top1"],
+                                                  config.unavailability_rates)
+  return {"best_epoch": best_epoch, "epochs": max([e["epoch"] for e in entries], default=0),
+          "val": at_best.get("val", {}), "test": test}
+
+
+def summarize(config, entries, best_epoch, base_test_accuracy, run_info, wall_time) -> dict:
+  """summary.json of a single run."""
+  return {**_run_fields(config, base_test_accuracy, run_info),
+          **_at_best(config, entries, best_epoch, base_test_accuracy), "wall_time_s": wall_time}
 
 
 def spread(values) -> dict[str, float]:
@@ -130,16 +140,14 @@ def summarize_replicas(config, entries, replicas, best_epochs, diverged, base_te
   per_replica = []
   for index, seed in zip(replicas.indices, replicas.seeds):
     own = [e for e in entries if e["replica"] == index]
-    summary = summarize(config, own, best_epochs[index], base_test_accuracy, run_info, wall_time)
+    best = _at_best(config, own, best_epochs[index], base_test_accuracy)
     per_replica.append({"replica": index, "seed": seed, **replicas.settings(index),
-                        "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
-                        "diverged": diverged.get(index), "val": summary["val"],
-                        "test": summary["test"]})
-  shared = summarize(config, [], 0, base_test_accuracy, run_info, wall_time)
-  for key in ("best_epoch", "val", "test"):
-    shared.pop(key)
-  shared["epochs"] = max([e["epoch"] for e in entries], default=0)
-  return {**shared, "replicas": per_replica, "aggregate": aggregate(per_replica)}
+                        "best_epoch": best["best_epoch"], "epochs": best["epochs"],
+                        "diverged": diverged.get(index), "val": best["val"],
+                        "test": best["test"]})
+  return {**_run_fields(config, base_test_accuracy, run_info),
+          "epochs": max([e["epoch"] for e in entries], default=0), "wall_time_s": wall_time,
+          "replicas": per_replica, "aggregate": aggregate(per_replica)}
 
 
 def title(config) -> str:

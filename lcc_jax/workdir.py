@@ -142,13 +142,12 @@ def _check_same_config(workdir: str, new: dict) -> None:
   path = os.path.join(workdir, "config.json")
   try:
     with open(path) as f:
-      old = _flatten(json.load(f))
+      # A field the run's lcc_jax did not have yet ran as its default does: not a difference.
+      old = _flatten(with_new_fields(json.load(f)))
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} cannot be read ({registry.first_line(e)}); use another --workdir, "
                        "or pass --overwrite to delete that run") from None
   new = _flatten(new)
-  # A field the run's lcc_jax did not have yet ran as its default does: not a difference.
-  old = {**{k: v for k, v in _flatten(default_config_dict()).items() if k not in old}, **old}
   diff = sorted(k for k in set(old) | set(new)
                 if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
   _require(not diff,

@@ -53,9 +53,9 @@ def restore_code(run: assembly.Run, replica: int | None = None) -> assembly.Run:
   if reps.vmapped:  # every replica's best state is stacked in "best"
     position = reps.indices.index(reps.indices[0] if replica is None else replica)
     state = replicas_lib.replica(state["best"], position)
-    frozen = {name: v if axis is None else replicas_lib.replica(v, position)
-              for (name, v), axis in zip(frozen.items(),
-                                         replicas_lib.frozen_axes(frozen).values())}
+    axes = replicas_lib.frozen_axes(frozen)
+    frozen = {name: v if axes[name] is None else replicas_lib.replica(v, position)
+              for name, v in frozen.items()}
     epoch = meta["best_epoch"][position]
   return dataclasses.replace(run, variables=steps.all_variables(state.params, state.model_state,
                                                                 frozen),
