@@ -42,6 +42,7 @@ class Run:
   lr: float = 1e-3
   weight_decay: float = 1e-5
   upstream_init: bool = True
+  parity_init: str = "scratch"  # both originals train F_P from scratch
   checkpoint: str = ""
   warnings: tuple[str, ...] = ()
 
@@ -89,6 +90,7 @@ def config(run: Run, epochs: int = 0) -> ml_collections.ConfigDict:
   c.encoder.kwargs = ({"impl": "auto"} if run.encoder == "conv" else {}) | run.encoder_kwargs
   c.decoder.name = run.decoder
   c.parity_model.name = run.parity_model
+  c.parity_model.init = run.parity_init
   c.upstream_init = run.upstream_init
   c.train.encoder = run.train_encoder
   c.train.decoder = run.train_decoder

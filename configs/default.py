@@ -51,8 +51,13 @@ def base() -> ml_collections.ConfigDict:
   # Network on the parities: "" = F itself (learned code); "same" = a parity model F_P with F's
   # architecture; or any base_model name.
   c.parity_model = ml_collections.ConfigDict({"name": "", "kwargs": {}})
+  # How F_P starts: "base" = as a copy of F (needs F's architecture), "scratch" = from its
+  # initialiser (both originals), "auto" = base where F_P has F's architecture (docs/training.md).
+  c.parity_model.init = "auto"
   c.channel_mode = "per_channel"  # or "upstream" (docs/upstream.md §Channel grouping)
-  c.upstream_init = True          # upstream's init_weights for learned coders
+  # Learned coders: PyTorch-default init; True = upstream's init_weights, N(0, 0.01) kernels,
+  # which learn far slower (docs/training.md, "Learning speed"; the upstream families set True).
+  c.upstream_init = False
 
   c.train = ml_collections.ConfigDict()
   c.train.encoder = True
@@ -108,8 +113,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.val_size = 300
   c.base_model.kwargs = ml_collections.ConfigDict({"hidden": (200, 100)})
   c.base_model.epochs = 40
-  # PyTorch-default initialisation: upstream's N(0, 0.01) kernels learn this code far slower
-  # (test degraded top-1 61 % against 89 % after 150 epochs; docs/training.md).
-  c.upstream_init = False
   c.num_epochs = 150
   return c

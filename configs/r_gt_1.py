@@ -8,11 +8,11 @@ r"""Codes with r > 1 parities (neither original supports r > 1; docs/upstream.md
 Entries run in WORKDIR/<dataset>/<model>/k<k>/r<r>/<code>; keys after ':' select entries and
 `epochs=N` replaces the default epochs. Codes:
 * mds: the real-valued systematic MDS code (parity j = Σ_i a_ji X_i, ParM's addition code for
-  r = 1) with one parity model F_P (F's architecture, from scratch) trained towards A·F(X) with
+  r = 1) with one parity model F_P (F's architecture, starting as a copy of F) trained towards A·F(X) with
   the parity MSE, as parity-models' add runs (500 epochs MNIST / F-MNIST, 1000 CIFAR-10).
   Swept for r ∈ {2, 3}.
 * mlp / conv: learned encoder + MLP decoder with F itself on the r parities, KL-Base, as
-  learned-cc (500 / 2000 epochs). mlp is swept for r = 2; conv is available by config string.
+  learned-cc (500 / 2000 epochs) but with PyTorch-default initialisation. mlp is swept for r = 2; conv is available by config string.
 Training uses every pattern of exactly r unavailable outputs (C(k+r, r) − 1 per group).
 k ∈ {2, 3, 4}; mnist/base-mlp, fashion_mnist/base-mlp, cifar10/resnet18; 27 runs in all.
 """
@@ -50,7 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       loss="kl" if learned else "parity_mse",
       epochs=upstream_epochs(a.dataset, a.code), batch_size=common.batch_size(a.k),
       train_encoder=learned, train_decoder=learned, train_parity_model=not learned,
-      parity_model="" if learned else "same")
+      parity_model="" if learned else "same",
+      # lcc_jax's defaults, not upstream's (neither original has r > 1; docs/training.md,
+      # "Learning speed"): PyTorch-default init for the coders, F_P starts as a copy of F.
+      upstream_init=False, parity_init="auto")
   return common.config(run, a.epochs)
 
 

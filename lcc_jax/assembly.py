@@ -26,6 +26,9 @@ from lcc_jax import (base_training, baselines, checkpoint, coding, data, erasure
                      parallel, registry, steps)
 
 log = logging.getLogger(__name__)
+# How F_P starts: as a copy of F where it has F's architecture (auto), from its initialiser
+# (scratch, as both originals), or as a copy of F (base).
+PARITY_INITS = ("auto", "scratch", "base")
 
 
 # ------------------------------------------------------------------------------ components
@@ -39,7 +42,7 @@ def _factory_kwargs(kind: str, name: str, candidates: dict, extra: dict) -> dict
   return {**kwargs, **extra}
 
 
-def _kwargs(cfg) -> dict:
+def kwargs_dict(cfg) -> dict:
   return cfg.kwargs.to_dict() if hasattr(cfg.kwargs, "to_dict") else dict(cfg.kwargs)
 
 
@@ -49,13 +52,26 @@ def parity_model_name(config) -> tuple[str, dict] | None:
   if not name:
     return None
   if name == "same":
-    return config.base_model.name, _kwargs(config.base_model)
-  return name, _kwargs(config.parity_model)
+    return config.base_model.name, kwargs_dict(config.base_model)
+  return name, kwargs_dict(config.parity_model)
+
+
+def parity_is_base_architecture(config) -> bool:
+  """Whether F_P is built exactly as F (same factory, same kwargs), so F's variables fit it."""
+  return parity_model_name(config) == (config.base_model.name, kwargs_dict(config.base_model))
+
+
+def parity_init(config) -> str:
+  """"base" or "scratch": ``parity_model.init`` with "auto" resolved."""
+  init = config.parity_model.init
+  if init == "auto":
+    return "base" if parity_is_base_architecture(config) else "scratch"
+  return init
 
 
 def build_base_model(config, input_shape, num_classes) -> nn.ModelFns:
   return registry.build("base_model", config.base_model.name, input_shape=tuple(input_shape),
-                        num_classes=num_classes, **_kwargs(config.base_model))
+                        num_classes=num_classes, **kwargs_dict(config.base_model))
 
 
 def build_code(config, input_shape, num_classes, base_model: nn.ModelFns) -> coding.Code:
@@ -63,9 +79,9 @@ def build_code(config, input_shape, num_classes, base_model: nn.ModelFns) -> cod
   shared = dict(k=config.k, r=config.r, input_shape=tuple(input_shape), num_classes=num_classes,
                 channel_mode=config.channel_mode, upstream_init=config.upstream_init)
   encoder = registry.build("encoder", config.encoder.name, **_factory_kwargs(
-      "encoder", config.encoder.name, shared, _kwargs(config.encoder)))
+      "encoder", config.encoder.name, shared, kwargs_dict(config.encoder)))
   decoder = registry.build("decoder", config.decoder.name, **_factory_kwargs(
-      "decoder", config.decoder.name, shared, _kwargs(config.decoder)))
+      "decoder", config.decoder.name, shared, kwargs_dict(config.decoder)))
   parity = parity_model_name(config)
   parity_model = None
   if parity is not None:
@@ -74,12 +90,15 @@ def build_code(config, input_shape, num_classes, base_model: nn.ModelFns) -> cod
   return coding.Code(encoder, decoder, base_model, parity_model)
 
 
-def init_code_variables(code: coding.Code, base_variables, rng) -> dict[str, Any]:
+def init_code_variables(code: coding.Code, base_variables, rng,
+                        parity_from_base: bool = False) -> dict[str, Any]:
+  """Fresh variables of the code; F_P from its initialiser, or a copy of F's variables."""
   enc_key, dec_key, par_key = jax.random.split(rng, 3)
   variables = {"encoder": code.encoder.init(enc_key), "decoder": code.decoder.init(dec_key),
                "base_model": base_variables}
   if code.parity_model is not None:
-    variables["parity_model"] = code.parity_model.init(par_key)  # trained from scratch
+    variables["parity_model"] = (jax.tree.map(jnp.array, base_variables) if parity_from_base
+                                 else code.parity_model.init(par_key))
   return variables
 
 
@@ -92,7 +111,8 @@ def abstract_code(config, input_shape, num_classes) -> tuple[coding.Code, dict[s
   base = build_base_model(config, input_shape, num_classes)
   code = build_code(config, input_shape, num_classes, base)
   key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a PRNGKey's shape
-  return code, jax.eval_shape(lambda key: init_code_variables(code, base.init(key), key), key)
+  return code, jax.eval_shape(lambda key: init_code_variables(
+      code, base.init(key), key, parity_init(config) == "base"), key)
 
 
 def component_sources(config) -> dict[str, dict]:
@@ -254,7 +274,8 @@ def init_state(run: Run, tx, seed: int | None = None) -> tuple[dict[str, Any], s
   """(variables, train state, frozen variables) of a fresh run, from ``seed`` (default:
   ``config.seed``)."""
   rng = jax.random.PRNGKey(run.config.seed if seed is None else seed)
-  variables = init_code_variables(run.code, run.base_variables, jax.random.fold_in(rng, 1))
+  variables = init_code_variables(run.code, run.base_variables, jax.random.fold_in(rng, 1),
+                                  parity_init(run.config) == "base")
   # Jitted: one program builds every optimizer moment, instead of one eager op per leaf.
   state, frozen = jax.jit(functools.partial(
       steps.init_state, trainable=trainable_components(run.config), tx=tx))(

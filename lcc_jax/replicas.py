@@ -97,7 +97,8 @@ def init_state(run: assembly.Run, tx, replicas: Replicas):
   def one(seed, lr, weight_decay):
     rng = jax.random.PRNGKey(seed)
     variables = assembly.init_code_variables(run.code, run.base_variables,
-                                             jax.random.fold_in(rng, 1))
+                                             jax.random.fold_in(rng, 1),
+                                             assembly.parity_init(config) == "base")
     state, frozen = steps.init_state(variables, trainable, tx, jax.random.fold_in(rng, 2))
     del variables["base_model"], frozen["base_model"]  # F is shared, not stacked
     return variables, own_optim(state, lr, weight_decay), frozen

@@ -15,7 +15,7 @@ import math
 
 import jax
 
-from lcc_jax import (component_checks, erasure, optim, precision, registry, steps,
+from lcc_jax import (assembly, component_checks, erasure, optim, precision, registry, steps,
                      workdir as workdir_lib)
 from lcc_jax.config_errors import ConfigError, require as _require
 from lcc_jax.coders import channels
@@ -141,7 +141,17 @@ def _check_training(config) -> None:
   if config.loss == steps.PARITY_LOSS:
     _require(bool(config.train.parity_model),
              "loss=parity_mse trains a parity model: set train.parity_model=True")
+  _check_parity_init(config)
   _check_patterns(config)
+
+
+def _check_parity_init(config) -> None:
+  init = config.parity_model.init
+  _require(init in assembly.PARITY_INITS,
+           f"parity_model.init={init!r}; use one of {list(assembly.PARITY_INITS)}")
+  if init == "base":
+    _require(assembly.parity_is_base_architecture(config), "parity_model.init=base copies F into F_P, which needs a parity model with "
+             "F's architecture: set parity_model.name=same (or train.parity_model=True)")
 
 
 def _check_replicas(config) -> None:

@@ -170,6 +170,7 @@ def test_mnist_concat_sweep():
     assert c.data.batch_size == {2: 64, 4: 32}[c.k]
     assert (c.encoder.name, c.decoder.name, c.parity_model.name) == ("concat", "sub", "same")
     assert (c.train.encoder, c.train.decoder, c.train.parity_model) == (False, False, True)
+    assert c.parity_model.init == "scratch"  # F_P from init_weights, as upstream
     assert (c.optim.name, c.optim.lr, c.optim.weight_decay) == ("adam", 1e-3, 1e-5)
     kwargs = {"variant": "mnist"} if c.base_model.name == "resnet18" else {}
     assert c.base_model.kwargs.to_dict() == kwargs
