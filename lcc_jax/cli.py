@@ -103,7 +103,9 @@ def dry_run(config, *, verbose=False):
   rows.append(("encoder", config.encoder.name, counts["encoder"], _yes("encoder", trained)))
   rows.append(("decoder", config.decoder.name, counts["decoder"], _yes("decoder", trained)))
   parity = assembly.parity_model_name(config)
-  rows.append(("on parities", parity[0] if parity else "F itself", counts.get("parity_model", 0),
+  starts = " (starts as F)" if parity and assembly.parity_init(config) == "base" else ""
+  rows.append(("on parities", (parity[0] + starts) if parity else "F itself",
+               counts.get("parity_model", 0),
                _yes("parity_model", trained) if parity else "no (F frozen)"))
   width = [max(len(str(row[i])) for row in rows) for i in range(4)]
   for row in rows:

@@ -84,13 +84,17 @@ def log_epoch(entries, progress):
 
 def _run_fields(config, base_test_accuracy, run_info) -> dict:
   """What a run's summary says of F, the data and the code, whatever its replicas."""
-  return {"base_model": {"name": config.base_model.name, "test_accuracy": base_test_accuracy,
-                         **{k: v for k, v in run_info["base_model"].items() if k != "source"}},
-          "dataset": config.data.name, "k": config.k, "r": config.r,
-          "encoder": config.encoder.name,
-          "decoder": config.decoder.name, "loss": config.loss,
-          "parity_model": (assembly.parity_model_name(config) or ("",))[0],
-          "num_patterns": run_info["num_patterns"], "best_metric": config.best_metric}
+  parity = assembly.parity_model_name(config)
+  fields = {"base_model": {"name": config.base_model.name, "test_accuracy": base_test_accuracy,
+                           **{k: v for k, v in run_info["base_model"].items() if k != "source"}},
+            "dataset": config.data.name, "k": config.k, "r": config.r,
+            "encoder": config.encoder.name,
+            "decoder": config.decoder.name, "loss": config.loss,
+            "parity_model": (parity or ("",))[0],
+            "num_patterns": run_info["num_patterns"], "best_metric": config.best_metric}
+  if parity:  # how F_P started: "base" (a copy of F) or "scratch"
+    fields["parity_model_init"] = assembly.parity_init(config)
+  return fields
 
 
 def _at_best(config, entries, best_epoch, base_test_accuracy) -> dict:

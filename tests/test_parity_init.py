@@ -108,9 +108,11 @@ def test_joint_from_f_starts_as_the_learned_code(prepared):
                              atol=1e-6)
 
 
-def _test_degraded(workdir):
+def _test_degraded(workdir, parity_init):
   with open(os.path.join(workdir, "summary.json")) as f:
-    return json.load(f)["test"]["degraded_top1"]
+    summary = json.load(f)
+  assert summary["parity_model_init"] == parity_init
+  return summary["test"]["degraded_top1"]
 
 
 def test_joint_from_f_learns_where_joint_from_scratch_sits_at_chance(tmp_path):
@@ -121,6 +123,6 @@ def test_joint_from_f_learns_where_joint_from_scratch_sits_at_chance(tmp_path):
     config = _joint(init, upstream_init=upstream_init, num_epochs=15)
     config.base_model.epochs = 20  # F: 85 % test accuracy
     train_lib.train_and_evaluate(config, str(tmp_path / name), progress=False)
-    scores[name] = _test_degraded(str(tmp_path / name))
+    scores[name] = _test_degraded(str(tmp_path / name), init)
   assert scores["scratch"] < 0.2, scores  # 10 classes: chance is 0.1 (this machine: 0.12)
   assert scores["from_f"] > 0.5, scores  # this machine: 0.70
