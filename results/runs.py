@@ -3,6 +3,7 @@ r"""Issue 20's runs on real data, and the tables RESULTS.md shows from them.
   PYTHONPATH=. .venv/bin/python results/runs.py check --f=PATH/TO/model.t7      # dry-run all
   PYTHONPATH=. .venv/bin/python results/runs.py run --f=PATH/TO/model.t7 [NAME ...]
   PYTHONPATH=. .venv/bin/python results/runs.py tables > /tmp/tables.md
+  PYTHONPATH=. .venv/bin/python results/runs.py plot      # results/learning_speed.png
 
 Groups: `reproduction`, `joint` and `beyond` train on genuine Fashion-MNIST with upstream's
 trained base-mlp F (`--f`: its `model.t7`, read with torch); `speed` is the learning-speed
@@ -14,7 +15,8 @@ another in ROOT/<name> (default runs/issue20), each for its time budget
 from its checkpoint when run again, and the plan below is re-read before each run (edit it
 while a queue runs). `tables` prints one markdown table per group from the runs' summary.json
 and metrics.jsonl: test metrics at the best-val epoch, the epochs reached, the wall time, and
-whether the val curve was still rising.
+whether the val curve was still rising; then the codes beside the training-free baselines
+(ROOT/baselines/*/baseline_sweep.csv). `plot` draws the learning-speed curves, before and after.
 """
 from __future__ import annotations
 
@@ -178,6 +180,55 @@ def _curve(workdir, split="val", metric="degraded_top1"):
   return [values[e] for e in sorted(values)]
 
 
+def _mean_curve(workdir, split="test", metric="degraded_top1"):
+  """The metric per epoch, averaged over the replicas that reported it."""
+  sums = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      entry = json.loads(line)
+      if entry.get("split") == split:
+        total, count = sums.get(entry["epoch"], (0.0, 0))
+        sums[entry["epoch"]] = (total + entry[metric], count + 1)
+  return sorted(sums), [sums[e][0] / sums[e][1] for e in sorted(sums)]
+
+
+# Before / after pairs of the curves figure: (panel title, [(run, label), ...]).
+CURVES = (
+    ("digits, 5 seeds (mean test degraded top-1)", [
+        ("learned_upstream_init", "learned code, upstream init"), ("learned", "learned code"),
+        ("r2_k4_upstream_init", "k=4 r=2, upstream init"), ("r2_k4", "k=4 r=2"),
+        ("joint_upstream", "joint, upstream init, F_P scratch"),
+        ("joint_scratch", "joint, F_P scratch"), ("joint_fromF", "joint, F_P from F"),
+        ("pm_scratch", "sum/sub, F_P scratch"), ("pm_fromF", "sum/sub, F_P from F")]),
+    ("Fashion-MNIST k=2, upstream's F (test degraded top-1)", [
+        ("lcc_k2_kl_mlp", "learned code, upstream init"),
+        ("lcc_k2_kl_mlp_fast", "learned code"), ("pm_add_k2", "sum/sub, F_P scratch"),
+        ("pm_add_k2_fromF", "sum/sub, F_P from F"), ("joint_k2_mlp", "joint, F_P from F"),
+        ("joint_k2_sub", "joint + sub decoder, F_P from F")]),
+)
+
+
+def plot(root, out):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(CURVES), figsize=(7 * len(CURVES), 4.5))
+  for ax, (title, runs) in zip(axes, CURVES):
+    for name, label in runs:
+      workdir = _run_dir(os.path.join(root, name), "summary.json")
+      if workdir:
+        epochs, values = _mean_curve(workdir)
+        style = "--" if ("upstream" in label or "scratch" in label) else "-"
+        ax.plot(epochs, [100 * v for v in values], style, label=label)
+    ax.set(title=title, xlabel="epoch", ylabel="%")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out, dpi=110)
+  print(f"wrote {out}")
+
+
 def trend(curve) -> str:
   """'rising' when the last fifth of the epochs beats the fifth before by > 0.2 points."""
   n = max(1, len(curve) // 5)
@@ -291,10 +342,11 @@ def baselines_table(root):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("what", choices=("check", "run", "tables"))
+  parser.add_argument("what", choices=("check", "run", "tables", "plot"))
   parser.add_argument("names", nargs="*", help="runs (default: all): " + ", ".join(RUNS))
   parser.add_argument("--group", choices=GROUPS, default=None)
   parser.add_argument("--root", default="runs/issue20")
+  parser.add_argument("--out", default="results/learning_speed.png", help="plot: the figure")
   parser.add_argument("--f", default="", help="upstream's Fashion-MNIST base-mlp model.t7")
   a = parser.parse_args()
   unknown = sorted(set(a.names) - set(RUNS))
@@ -307,6 +359,8 @@ def main():
   if a.what == "tables":
     tables(a.root)
     baselines_table(a.root)
+  elif a.what == "plot":
+    plot(a.root, a.out)
   else:
     run(names, a.root, a.f, dry_run=a.what == "check")
 
