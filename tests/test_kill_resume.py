@@ -46,6 +46,20 @@ def _env(cache_dir) -> dict:
   return env
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sigint_catchable():
+  """Children start with SIGINT's default action, as from a terminal. A shell without job
+  control starts background jobs with SIGINT ignored, an ignored signal stays ignored across
+  exec, and Python then never installs its KeyboardInterrupt handler: an interrupt in set-up
+  would pass unnoticed. A caught signal is reset to its default on exec, so catching it here
+  is enough (no code runs between fork and exec)."""
+  before = signal.getsignal(signal.SIGINT)
+  if before == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
   return tmp_path_factory.getbasetemp() / "jax_compilation_cache"
