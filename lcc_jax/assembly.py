@@ -69,6 +69,11 @@ def parity_init(config) -> str:
   return init
 
 
+def parity_from_base(config) -> bool:
+  """Whether F_P starts as a copy of F's variables."""
+  return parity_init(config) == "base"
+
+
 def build_base_model(config, input_shape, num_classes) -> nn.ModelFns:
   return registry.build("base_model", config.base_model.name, input_shape=tuple(input_shape),
                         num_classes=num_classes, **kwargs_dict(config.base_model))
@@ -91,13 +96,15 @@ def build_code(config, input_shape, num_classes, base_model: nn.ModelFns) -> cod
 
 
 def init_code_variables(code: coding.Code, base_variables, rng,
-                        parity_from_base: bool = False) -> dict[str, Any]:
+                        from_base: bool = False) -> dict[str, Any]:
   """Fresh variables of the code; F_P from its initialiser, or a copy of F's variables."""
   enc_key, dec_key, par_key = jax.random.split(rng, 3)
   variables = {"encoder": code.encoder.init(enc_key), "decoder": code.decoder.init(dec_key),
                "base_model": base_variables}
   if code.parity_model is not None:
-    variables["parity_model"] = (jax.tree.map(jnp.array, base_variables) if parity_from_base
+    # A copy, not F's own buffers: F_P's parameters are updated (and donated) by the train
+    # step, while F stays frozen.
+    variables["parity_model"] = (jax.tree.map(jnp.array, base_variables) if from_base
                                  else code.parity_model.init(par_key))
   return variables
 
@@ -112,7 +119,7 @@ def abstract_code(config, input_shape, num_classes) -> tuple[coding.Code, dict[s
   code = build_code(config, input_shape, num_classes, base)
   key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a PRNGKey's shape
   return code, jax.eval_shape(lambda key: init_code_variables(
-      code, base.init(key), key, parity_init(config) == "base"), key)
+      code, base.init(key), key, parity_from_base(config)), key)
 
 
 def component_sources(config) -> dict[str, dict]:
@@ -275,7 +282,7 @@ def init_state(run: Run, tx, seed: int | None = None) -> tuple[dict[str, Any], s
   ``config.seed``)."""
   rng = jax.random.PRNGKey(run.config.seed if seed is None else seed)
   variables = init_code_variables(run.code, run.base_variables, jax.random.fold_in(rng, 1),
-                                  parity_init(run.config) == "base")
+                                  parity_from_base(run.config))
   # Jitted: one program builds every optimizer moment, instead of one eager op per leaf.
   state, frozen = jax.jit(functools.partial(
       steps.init_state, trainable=trainable_components(run.config), tx=tx))(

@@ -103,7 +103,7 @@ def dry_run(config, *, verbose=False):
   rows.append(("encoder", config.encoder.name, counts["encoder"], _yes("encoder", trained)))
   rows.append(("decoder", config.decoder.name, counts["decoder"], _yes("decoder", trained)))
   parity = assembly.parity_model_name(config)
-  starts = " (starts as F)" if parity and assembly.parity_init(config) == "base" else ""
+  starts = " (starts as F)" if parity and assembly.parity_from_base(config) else ""
   rows.append(("on parities", (parity[0] + starts) if parity else "F itself",
                counts.get("parity_model", 0),
                _yes("parity_model", trained) if parity else "no (F frozen)"))

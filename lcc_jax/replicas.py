@@ -98,7 +98,7 @@ def init_state(run: assembly.Run, tx, replicas: Replicas):
     rng = jax.random.PRNGKey(seed)
     variables = assembly.init_code_variables(run.code, run.base_variables,
                                              jax.random.fold_in(rng, 1),
-                                             assembly.parity_init(config) == "base")
+                                             assembly.parity_from_base(config))
     state, frozen = steps.init_state(variables, trainable, tx, jax.random.fold_in(rng, 2))
     del variables["base_model"], frozen["base_model"]  # F is shared, not stacked
     return variables, own_optim(state, lr, weight_decay), frozen

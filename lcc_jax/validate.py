@@ -150,8 +150,9 @@ def _check_parity_init(config) -> None:
   _require(init in assembly.PARITY_INITS,
            f"parity_model.init={init!r}; use one of {list(assembly.PARITY_INITS)}")
   if init == "base":
-    _require(assembly.parity_is_base_architecture(config), "parity_model.init=base copies F into F_P, which needs a parity model with "
-             "F's architecture: set parity_model.name=same (or train.parity_model=True)")
+    _require(assembly.parity_is_base_architecture(config),
+             "parity_model.init=base copies F into F_P, which needs a parity model with F's "
+             "architecture: set parity_model.name=same (or train.parity_model=True)")
 
 
 def _check_replicas(config) -> None:
